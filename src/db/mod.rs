@@ -1,0 +1,87 @@
+//! Database connections: PostgreSQL in production, SQLite embedded.
+//!
+//! sqlx's `Any` driver has no uuid or timestamp types, so the two backends
+//! are separate pools behind one enum; the repository matches on it.
+
+pub mod migrations;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::config::DatabaseUrl;
+
+/// A connection pool on one of the two backends.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Pool sizing and patience.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Database {
+    /// Builds the pool without connecting: the service must start (and
+    /// report not-ready) while the database is down.
+    pub fn connect_lazy(url: &DatabaseUrl, pool: PoolSettings) -> Result<Self, sqlx::Error> {
+        Ok(match url {
+            DatabaseUrl::Postgres(url) => {
+                let options = PgConnectOptions::from_str(url)?.application_name("orders-service");
+                Database::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(pool.max_connections)
+                        .acquire_timeout(pool.acquire_timeout)
+                        .connect_lazy_with(options),
+                )
+            }
+            DatabaseUrl::Sqlite(url) => Database::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(pool.max_connections)
+                    .acquire_timeout(pool.acquire_timeout)
+                    .connect_lazy_with(sqlite_options(url)?),
+            ),
+        })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Database::Postgres(_) => "postgres",
+            Database::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Connections (in use, idle) for the metrics gauge.
+    pub fn pool_usage(&self) -> (u32, u32) {
+        let (size, idle) = match self {
+            Database::Postgres(pool) => (pool.size(), pool.num_idle() as u32),
+            Database::Sqlite(pool) => (pool.size(), pool.num_idle() as u32),
+        };
+        (size.saturating_sub(idle), idle)
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Database::Postgres(pool) => pool.close().await,
+            Database::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+/// WAL lets readers proceed while one writer commits; the busy timeout makes
+/// concurrent writers wait for each other instead of failing at once.
+pub fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
+    Ok(SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .foreign_keys(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5)))
+}

@@ -1,0 +1,54 @@
+//! The OpenAPI document, generated from the handlers, and Swagger UI.
+
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use super::state::AppState;
+
+pub const OPENAPI_PATH: &str = "/openapi/orders.json";
+pub const DOCS_PATH: &str = "/docs/orders";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Orders API",
+        description = "Place, change, pay for and cancel CoffeeMesh coffee orders.\n\n\
+            Every error answers `{\"detail\": ...}`: a sentence, or for validation \
+            errors a list of `{loc, msg, type}`.",
+        version = "1.0.0",
+        license(name = "MIT", identifier = "MIT"),
+    ),
+    paths(
+        super::orders::list_orders,
+        super::orders::create_order,
+        super::orders::get_order,
+        super::orders::replace_order,
+        super::orders::delete_order,
+        super::orders::pay_order,
+        super::orders::cancel_order,
+    ),
+    components(schemas(
+        super::dto::OrderItem,
+        super::dto::CreateOrder,
+        super::dto::OrderItemResponse,
+        super::dto::OrderResponse,
+        super::dto::OrdersPage,
+        super::error::ErrorBody,
+        super::error::ErrorDetail,
+        super::error::FieldError,
+        crate::domain::Size,
+        crate::domain::OrderStatus,
+    )),
+    tags((name = "orders", description = "Coffee orders of the calling user")),
+)]
+pub struct ApiDoc;
+
+/// The document as served, for tests and for regenerating `oas.yaml`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().merge(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, openapi()))
+}

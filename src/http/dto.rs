@@ -1,0 +1,84 @@
+//! The JSON shapes of the public contract (DESIGN §1). Response bodies keep
+//! exactly these fields; request bodies are parsed by `validation`, and the
+//! request types here exist to document them.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::{Order, OrderStatus, Size};
+
+/// One item as a client sends it.
+#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderItem {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*$",
+        example = "cappuccino"
+    )]
+    pub product: String,
+    pub size: Size,
+    /// Defaults to 1.
+    #[schema(minimum = 1, maximum = 1_000_000, default = 1, example = 1)]
+    pub quantity: Option<u32>,
+}
+
+/// A new order, or the new items of an existing one.
+#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrder {
+    #[schema(min_items = 1, max_items = 100)]
+    pub order: Vec<OrderItem>,
+}
+
+/// One item as stored: `quantity` is always present.
+#[derive(Serialize, ToSchema)]
+pub struct OrderItemResponse {
+    pub product: String,
+    pub size: Size,
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub quantity: u32,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = Order)]
+pub struct OrderResponse {
+    pub id: Uuid,
+    /// When the order was placed (UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    pub status: OrderStatus,
+    pub order: Vec<OrderItemResponse>,
+}
+
+/// A page of orders, newest first. More pages are announced by a
+/// `Link: <...>; rel="next"` header.
+#[derive(Serialize, ToSchema)]
+pub struct OrdersPage {
+    pub orders: Vec<OrderResponse>,
+}
+
+impl From<Order> for OrderResponse {
+    fn from(order: Order) -> Self {
+        OrderResponse {
+            id: order.id,
+            created: order.created,
+            status: order.status,
+            order: order
+                .items
+                .into_vec()
+                .into_iter()
+                .map(|item| OrderItemResponse {
+                    product: item.product.into_inner(),
+                    size: item.size,
+                    quantity: item.quantity.get(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Request extractors whose every rejection is an [`ApiError`], so malformed
+//! input gets the same JSON error shape as everything else.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::cursor;
+use super::error::{ApiError, Loc};
+use super::state::AppState;
+use crate::repository::{Cursor, ListFilter};
+
+/// A JSON request body, parsed but not yet validated.
+pub struct JsonBody(pub Value);
+
+/// `application/json`, or any `application/*+json`, with or without parameters.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(is_json);
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge {
+                    limit: state.max_body_bytes,
+                }
+            } else {
+                ApiError::invalid(vec!["body".into()], "body_read", rejection.body_text())
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::invalid(
+                vec!["body".into()],
+                "missing",
+                "Field required",
+            ));
+        }
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|err| {
+            let position = byte_offset(&bytes, err.line(), err.column());
+            ApiError::invalid(
+                vec!["body".into(), position.into()],
+                "json_invalid",
+                format!("JSON decode error: {err}"),
+            )
+        })
+    }
+}
+
+/// serde_json reports (line, column); FastAPI reports a byte offset.
+fn byte_offset(bytes: &[u8], line: usize, column: usize) -> usize {
+    let line_start: usize = bytes
+        .split(|b| *b == b'\n')
+        .take(line.saturating_sub(1))
+        .map(|l| l.len() + 1)
+        .sum();
+    (line_start + column.saturating_sub(1)).min(bytes.len())
+}
+
+/// The `{order_id}` path segment, which must be a UUID.
+pub struct OrderIdPath(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for OrderIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let invalid = |msg: String| {
+            ApiError::invalid(vec!["path".into(), "order_id".into()], "uuid_parsing", msg)
+        };
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| invalid(rejection.body_text()))?;
+        Uuid::try_parse(&raw)
+            .map(OrderIdPath)
+            .map_err(|err| invalid(format!("Input should be a valid UUID, {err}")))
+    }
+}
+
+/// Query parameters of `GET /orders`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListQuery {
+    pub filter: ListFilter,
+    pub limit: u32,
+    pub after: Option<Cursor>,
+}
+
+impl ListQuery {
+    pub const DEFAULT_LIMIT: u32 = 50;
+    /// Larger requests are served this many orders (and a `next` link).
+    pub const MAX_LIMIT: u32 = 200;
+}
+
+/// pydantic's lax booleans, which FastAPI clients already send.
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "true" | "t" | "yes" | "y" | "on" => Some(true),
+        "0" | "false" | "f" | "no" | "n" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| {
+                ApiError::invalid(vec!["query".into()], "query_parsing", rejection.body_text())
+            })?;
+        let mut query = ListQuery {
+            filter: ListFilter::All,
+            limit: Self::DEFAULT_LIMIT,
+            after: None,
+        };
+        let mut errors = Vec::new();
+        let loc = |name: &str| vec![Loc::from("query"), Loc::from(name)];
+        for (name, value) in &pairs {
+            match name.as_str() {
+                "cancelled" => match parse_bool(value) {
+                    Some(true) => query.filter = ListFilter::OnlyCancelled,
+                    Some(false) => query.filter = ListFilter::ExceptCancelled,
+                    None => errors.push(super::error::FieldError::new(
+                        loc("cancelled"),
+                        "bool_parsing",
+                        "Input should be a valid boolean, unable to interpret input",
+                    )),
+                },
+                "limit" => match value.parse::<i64>() {
+                    Ok(limit) if limit >= 1 => {
+                        query.limit = limit.min(i64::from(Self::MAX_LIMIT)) as u32
+                    }
+                    Ok(_) => errors.push(super::error::FieldError::new(
+                        loc("limit"),
+                        "greater_than_equal",
+                        "Input should be greater than or equal to 1",
+                    )),
+                    Err(_) if value.parse::<u128>().is_ok() => {
+                        query.limit = Self::MAX_LIMIT;
+                    }
+                    Err(_) => errors.push(super::error::FieldError::new(
+                        loc("limit"),
+                        "int_parsing",
+                        "Input should be a valid integer, unable to parse string as an integer",
+                    )),
+                },
+                "cursor" => match cursor::decode(value) {
+                    Some(after) => query.after = Some(after),
+                    None => errors.push(super::error::FieldError::new(
+                        loc("cursor"),
+                        "value_error",
+                        "Value error, not a cursor returned by this service",
+                    )),
+                },
+                // Unknown parameters are ignored, as FastAPI does.
+                _ => {}
+            }
+        }
+        if errors.is_empty() {
+            Ok(query)
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/problem+json",
+        ] {
+            assert!(is_json(ok), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "",
+            "json",
+        ] {
+            assert!(!is_json(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn offsets_count_bytes_across_lines() {
+        assert_eq!(byte_offset(b"{\n  x", 2, 3), 4);
+        assert_eq!(byte_offset(b"{", 1, 1), 0);
+    }
+
+    #[test]
+    fn booleans_follow_pydantic() {
+        assert_eq!(parse_bool("TRUE"), Some(true));
+        assert_eq!(parse_bool("off"), Some(false));
+        assert_eq!(parse_bool("maybe"), None);
+    }
+}

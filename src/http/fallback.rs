@@ -1,0 +1,55 @@
+//! The safety net that keeps every error body JSON: responses produced by
+//! axum or tower layers (405, 408, 413, timeouts) come with an empty or
+//! plain-text body; this rewrites them as `{"detail": "<reason>"}`.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::detail_response;
+
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let already_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || already_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let detail = match status {
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => {
+            "the request took too long and was abandoned".to_owned()
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => "request body is too large".to_owned(),
+        other => other.canonical_reason().unwrap_or("Error").to_owned(),
+    };
+    let body = serde_json::to_vec(&super::error::detail_json(&detail)).unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Unknown routes.
+pub async fn not_found() -> Response {
+    detail_response(StatusCode::NOT_FOUND, "Not Found")
+}
+
+/// A panic in a handler: logged, and answered like any other server error.
+pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = message, "handler panicked");
+    detail_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
+}

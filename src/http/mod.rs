@@ -1,0 +1,136 @@
+//! The HTTP surface: routes, extractors, errors and the middleware stack.
+
+pub mod cursor;
+pub mod docs;
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod fallback;
+pub mod health;
+pub mod identity;
+pub mod orders;
+pub mod state;
+pub mod validation;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+pub use state::AppState;
+
+/// Settings of the middleware stack.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    /// `None`: any origin.
+    pub cors_origins: Option<Vec<String>>,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Paths that probes and scrapers hit every few seconds: not worth a log line.
+fn is_operational(path: &str) -> bool {
+    [
+        health::HEALTHZ_PATH,
+        health::READYZ_PATH,
+        health::METRICS_PATH,
+    ]
+    .contains(&path)
+}
+
+fn cors(origins: Option<&[String]>) -> CorsLayer {
+    let origin = match origins {
+        None => AllowOrigin::from(Any),
+        Some(list) => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            REQUEST_ID,
+        ])
+        .expose_headers([header::LOCATION, header::LINK, REQUEST_ID])
+        .max_age(Duration::from_secs(600))
+}
+
+fn request_span(request: &Request) -> Span {
+    if is_operational(request.uri().path()) {
+        return Span::none();
+    }
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched");
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+fn log_response(response: &Response, latency: Duration, span: &Span) {
+    if span.is_none() {
+        return;
+    }
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1_000.0;
+    if response.status().is_server_error() {
+        tracing::warn!(status, latency_ms, "request failed");
+    } else {
+        tracing::info!(status, latency_ms, "request served");
+    }
+}
+
+/// The whole application, ready to serve or to drive with `oneshot` in tests.
+pub fn router(state: AppState, settings: &HttpSettings) -> Router {
+    let api = Router::new()
+        .merge(orders::routes())
+        .merge(health::routes())
+        .merge(docs::routes())
+        .fallback(fallback::not_found)
+        .with_state(state);
+
+    // Listed outermost first (`Router::layer` wraps, so apply in reverse).
+    api.layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
+        .layer(cors(settings.cors_origins.as_deref()))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(log_response)
+                .on_failure(()),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(CatchPanicLayer::custom(fallback::panic_response))
+        .layer(axum::middleware::from_fn(fallback::json_errors))
+}

@@ -1,0 +1,15 @@
+use std::sync::Arc;
+
+use crate::lifecycle::OrderLifecycle;
+use crate::readiness::Readiness;
+use crate::repository::OrdersRepository;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub repo: OrdersRepository,
+    pub lifecycle: Arc<OrderLifecycle>,
+    pub readiness: Arc<Readiness>,
+    /// Echoed in 413 responses.
+    pub max_body_bytes: usize,
+}

@@ -1,0 +1,32 @@
+use std::process::ExitCode;
+
+use orders_service::config::Settings;
+use orders_service::startup::{Application, shutdown_signal};
+use orders_service::telemetry;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("orders-service: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.rust_log, settings.log_format());
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(address = %app.local_addr(), "listening");
+    match app.run_until_stopped(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Building the application from settings, serving it, and stopping it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::config::{DatabaseUrl, Settings};
+use crate::db::{Database, PoolSettings, migrations};
+use crate::http::{self, AppState, HttpSettings};
+use crate::lifecycle::OrderLifecycle;
+use crate::readiness::Readiness;
+use crate::repository::OrdersRepository;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot migrate the embedded database: {0}")]
+    Migration(#[from] migrations::MigrationError),
+    #[error("DB_URL is not a usable database URL: {0}")]
+    DatabaseUrl(#[source] sqlx::Error),
+    #[error("cannot listen on port {port}: {source}")]
+    Bind {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A bound, not yet serving, instance of the service.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    settings: Settings,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let url = settings.database_url();
+        // Only the embedded default migrates itself, so one command gives a
+        // working service; on PostgreSQL the `migrate` Job owns the schema.
+        if let DatabaseUrl::Sqlite(_) = url {
+            let report = migrations::run(&url).await?;
+            for migration in report.applied_migrations() {
+                tracing::info!(%migration, "applied migration");
+            }
+        }
+        let db = Database::connect_lazy(
+            &url,
+            PoolSettings {
+                max_connections: settings.db_pool_max,
+                acquire_timeout: settings.db_acquire_timeout(),
+            },
+        )
+        .map_err(StartupError::DatabaseUrl)?;
+        let repo = OrdersRepository::new(db);
+        let state = AppState {
+            lifecycle: Arc::new(OrderLifecycle::new(repo.clone())),
+            readiness: Arc::new(Readiness::new(migrations::expected_version())),
+            max_body_bytes: settings.max_body_bytes,
+            repo,
+        };
+        let router = http::router(
+            state.clone(),
+            &HttpSettings {
+                request_timeout: settings.request_timeout(),
+                max_body_bytes: settings.max_body_bytes,
+                cors_origins: settings.cors_origins(),
+            },
+        );
+        let listener = TcpListener::bind(("0.0.0.0", settings.port))
+            .await
+            .map_err(|source| StartupError::Bind {
+                port: settings.port,
+                source,
+            })?;
+        tracing::info!(
+            database = %url.redacted(),
+            auth = settings.auth_on,
+            "service built"
+        );
+        Ok(Self {
+            listener,
+            router,
+            state,
+            settings,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting connections,
+    /// lets requests in flight finish (for at most `SHUTDOWN_TIMEOUT_MS`) and
+    /// returns.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let readiness = self.state.readiness.clone();
+        let drain_started = Arc::new(Notify::new());
+        let notify = drain_started.clone();
+        let signal = async move {
+            shutdown.await;
+            readiness.start_draining();
+            tracing::info!("shutdown requested: draining requests in flight");
+            notify.notify_one();
+        };
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let deadline = self.settings.shutdown_timeout();
+        let outcome = tokio::select! {
+            served = server.into_future() => served,
+            () = async {
+                drain_started.notified().await;
+                tokio::time::sleep(deadline).await;
+            } => {
+                tracing::warn!(?deadline, "drain timed out; abandoning requests still in flight");
+                Ok(())
+            }
+        };
+        self.state.repo.database().close().await;
+        tracing::info!("stopped");
+        outcome
+    }
+}
+
+/// Completes on SIGTERM (Kubernetes) or Ctrl-C (a terminal).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
