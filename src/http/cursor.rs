@@ -11,11 +11,17 @@ pub fn encode(cursor: &Cursor) -> String {
     format!("{:016x}{}", micros as u64, cursor.id.simple())
 }
 
+/// Last microsecond of 9999-12-31: every well-formed cursor is clamped into
+/// the range both databases store, so none of them can fail a query.
+const MAX_MICROS: u64 = 253_402_300_799_999_999;
+
+/// Any 48 hex digits are a position (a client may craft one); anything
+/// else is not a cursor.
 pub fn decode(text: &str) -> Option<Cursor> {
     if text.len() != 48 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let micros = u64::from_str_radix(&text[..16], 16).ok()? as i64;
+    let micros = u64::from_str_radix(&text[..16], 16).ok()?.min(MAX_MICROS);
     let created = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok()?;
     let id = Uuid::try_parse(&text[16..]).ok()?;
     Some(Cursor { created, id })
@@ -40,6 +46,12 @@ mod tests {
         fn garbage_is_refused_not_panicking(text in ".{0,60}") {
             let _ = decode(&text);
         }
+    }
+
+    #[test]
+    fn clamps_far_future_positions() {
+        let cursor = decode(&"f".repeat(48)).unwrap();
+        assert_eq!(cursor.created.year(), 9999);
     }
 
     #[test]

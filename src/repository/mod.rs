@@ -78,14 +78,35 @@ impl From<sqlx::Error> for RepositoryError {
     }
 }
 
-/// PostgreSQL's "the server is going away or cannot take you" classes
-/// (57P01 admin shutdown, 57P03 cannot connect now, 53300 too many
-/// connections) and SQLite's busy/locked codes.
+/// Errors that say "the database cannot serve you now", not "your query is
+/// wrong": PostgreSQL classes 08 (connection), 53 (resources), 57
+/// (operator intervention, e.g. shutdown), 28/3D (login refused, database
+/// missing) and 55000 (database not accepting connections); SQLite's busy
+/// and locked codes.
 fn is_unavailable_code(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some("57P01" | "57P02" | "57P03" | "53300" | "5" | "6" | "261" | "517")
-    )
+    let Some(code) = code else { return false };
+    ["08", "53", "57", "28", "3D"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || matches!(code, "55000" | "5" | "6" | "261" | "517")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_unavailable_code;
+
+    #[test]
+    fn connection_and_capacity_errors_are_unavailable_but_bugs_are_not() {
+        for code in [
+            "08006", "53300", "57P01", "57P03", "55000", "28P01", "3D000", "5",
+        ] {
+            assert!(is_unavailable_code(Some(code)), "{code}");
+        }
+        for code in ["23505", "42P01", "22P02", "19"] {
+            assert!(!is_unavailable_code(Some(code)), "{code}");
+        }
+        assert!(!is_unavailable_code(None));
+    }
 }
 
 pub type Result<T, E = RepositoryError> = std::result::Result<T, E>;

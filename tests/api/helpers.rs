@@ -1,0 +1,337 @@
+//! `spawn_app`: a service on a random port with its own fresh database.
+
+use std::time::Duration;
+
+use orders_service::config::{DatabaseUrl, Settings};
+use orders_service::db::migrations;
+use orders_service::domain::OrderStatus;
+use orders_service::startup::Application;
+use reqwest::Response;
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// Runs each listed `async fn name(backend: Backend)` of the calling module
+/// as two tests: `postgres::name` and `sqlite::name`.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// The server to create test databases on; `.ci/run` sets it.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database that exists for one test and is dropped after it.
+pub struct TestDatabase {
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Postgres { admin_url: String, name: String },
+    Sqlite { path: std::path::PathBuf },
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> Self {
+        let name = format!("orders_test_{}", Uuid::new_v4().simple());
+        match backend {
+            Backend::Postgres => {
+                let admin_url = admin_url();
+                let mut admin = PgConnection::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|err| {
+                        panic!(
+                            "PostgreSQL is required for these tests ({admin_url}): {err}. \
+                         Start it, or set TEST_DATABASE_URL."
+                        )
+                    });
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                let base = admin_url.rsplit_once('/').expect("URL with a database").0;
+                Self {
+                    url: format!("{base}/{name}"),
+                    cleanup: Cleanup::Postgres { admin_url, name },
+                }
+            }
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{name}.db"));
+                Self {
+                    url: format!("sqlite://{}", path.display()),
+                    cleanup: Cleanup::Sqlite { path },
+                }
+            }
+        }
+    }
+
+    pub async fn migrate(&self) {
+        migrations::run(&DatabaseUrl::parse(&self.url).unwrap())
+            .await
+            .expect("migrations apply");
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::Postgres { admin_url, name } => {
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                // Drop runs inside the test's runtime: use a thread of our own.
+                let _ = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    runtime.block_on(async {
+                        if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
+                            .execute(&mut admin)
+                            .await;
+                        }
+                    });
+                })
+                .join();
+            }
+            Cleanup::Sqlite { path } => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = path.clone().into_os_string();
+                    file.push(suffix);
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: TestDatabase,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Settings for a test: random port, quiet logs, the test's database.
+pub fn test_settings(db_url: &str, extra: &[(&str, &str)]) -> Settings {
+    let mut vars = vec![
+        ("DB_URL".to_owned(), db_url.to_owned()),
+        ("PORT".to_owned(), "0".to_owned()),
+        ("RUST_LOG".to_owned(), "warn".to_owned()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Settings::from_vars(vars).expect("valid test settings")
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+/// A migrated database and a running service with extra settings.
+pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
+    let db = TestDatabase::create(backend).await;
+    db.migrate().await;
+    spawn_on(db, extra).await
+}
+
+/// A running service on an existing database (migrated or not).
+pub async fn spawn_on(db: TestDatabase, extra: &[(&str, &str)]) -> TestApp {
+    let settings = test_settings(&db.url, extra);
+    // `TEST_LOG=debug cargo test ...` shows the service's logs.
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        orders_service::telemetry::init(&filter, orders_service::config::LogFormat::Pretty);
+    }
+    let app = Application::build(settings).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stop.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        db,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+/// A typical valid order body.
+pub fn latte_order() -> Value {
+    json!({"order": [{"product": "latte", "size": "small", "quantity": 2}]})
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn put_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .put(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post(&self, path: &str) -> Response {
+        self.client
+            .post(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Creates an order and returns its JSON.
+    pub async fn create_order(&self, body: &Value) -> Value {
+        let response = self.post_json("/orders", body).await;
+        assert_eq!(response.status(), 201, "create failed");
+        response.json().await.unwrap()
+    }
+
+    pub async fn create_latte(&self) -> Uuid {
+        let order = self.create_order(&latte_order()).await;
+        order["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Puts an order into any status directly in the database, to reach
+    /// states that only other services (kitchen, delivery) can cause.
+    pub async fn force_status(&self, id: Uuid, status: OrderStatus) {
+        match DatabaseUrl::parse(&self.db.url).unwrap() {
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = PgConnection::connect(&url).await.unwrap();
+                sqlx::query("UPDATE orders SET status = $1 WHERE id = $2")
+                    .bind(status.as_str())
+                    .bind(id)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            DatabaseUrl::Sqlite(url) => {
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query("UPDATE orders SET status = $1 WHERE id = $2")
+                    .bind(status.as_str())
+                    .bind(id.hyphenated())
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Stops the service the way SIGTERM does and waits for it to finish.
+    pub async fn shut_down(&mut self) -> std::io::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Asserts a `{"detail": "..."}` error with this status, returning the text.
+pub async fn assert_detail(response: Response, status: u16) -> String {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "error bodies are JSON"
+    );
+    let body: Value = response.json().await.unwrap();
+    let detail = body["detail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("detail is a string: {body}"));
+    assert_eq!(body.as_object().unwrap().len(), 1, "only detail: {body}");
+    detail.to_owned()
+}
+
+/// Asserts a 422 validation error and returns its (loc, type) pairs.
+pub async fn assert_validation(response: Response) -> Vec<(Value, String)> {
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    let errors = body["detail"]
+        .as_array()
+        .unwrap_or_else(|| panic!("detail is a list: {body}"));
+    errors
+        .iter()
+        .map(|e| {
+            assert!(e["msg"].is_string(), "msg: {e}");
+            (e["loc"].clone(), e["type"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}

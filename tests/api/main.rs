@@ -1,0 +1,15 @@
+//! Black-box tests of the whole service over HTTP. Every test in a module
+//! that ends with `both_backends!` runs once on PostgreSQL and once on SQLite.
+
+#[macro_use]
+mod helpers;
+
+mod framework;
+mod health;
+mod lifecycle;
+mod migrate;
+mod openapi;
+mod orders_create;
+mod orders_list;
+mod orders_read;
+mod orders_update;

@@ -1,0 +1,241 @@
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::helpers::{Backend, assert_detail, assert_validation, latte_order, spawn_app};
+
+async fn create_returns_201_with_location_and_the_order(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let body = json!({"order": [
+        {"product": "latte", "size": "small"},
+        {"product": "espresso", "size": "big", "quantity": 3},
+        {"product": "mocha", "size": "medium", "quantity": 1000000},
+    ]});
+    let response = app.post_json("/orders", &body).await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let order: Value = response.json().await.unwrap();
+
+    let keys: Vec<_> = order.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(
+        keys.len(),
+        4,
+        "exactly id, created, status, order: {keys:?}"
+    );
+    assert_eq!(order["status"], "created");
+    assert_eq!(
+        order["order"],
+        json!([
+            {"product": "latte", "size": "small", "quantity": 1},
+            {"product": "espresso", "size": "big", "quantity": 3},
+            {"product": "mocha", "size": "medium", "quantity": 1000000},
+        ])
+    );
+    let id = order["id"].as_str().unwrap();
+    assert_eq!(location, format!("/orders/{id}"));
+    let created = order["created"].as_str().unwrap();
+    assert!(created.ends_with('Z'), "UTC: {created}");
+    let created = OffsetDateTime::parse(created, &Rfc3339).unwrap();
+    assert!((OffsetDateTime::now_utc() - created).whole_seconds().abs() < 60);
+
+    let fetched: Value = app.get(&location).await.json().await.unwrap();
+    assert_eq!(fetched, order, "the stored order is what was returned");
+}
+
+async fn create_rejects_each_invalid_input_with_its_location(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let item = |extra: Value| {
+        let mut item = json!({"product": "latte", "size": "small"});
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() && k.starts_with('-') {
+                item.as_object_mut().unwrap().remove(&k[1..]);
+            } else {
+                item[k] = v.clone();
+            }
+        }
+        json!({"order": [item]})
+    };
+    let cases: Vec<(Value, Value, &str)> = vec![
+        (
+            item(json!({"quantity": null})),
+            json!(["body", "order", 0, "quantity"]),
+            "int_type",
+        ),
+        (
+            item(json!({"quantity": "2"})),
+            json!(["body", "order", 0, "quantity"]),
+            "int_type",
+        ),
+        (
+            item(json!({"quantity": 2.0})),
+            json!(["body", "order", 0, "quantity"]),
+            "int_type",
+        ),
+        (
+            item(json!({"quantity": 2.5})),
+            json!(["body", "order", 0, "quantity"]),
+            "int_type",
+        ),
+        (
+            item(json!({"quantity": true})),
+            json!(["body", "order", 0, "quantity"]),
+            "int_type",
+        ),
+        (
+            item(json!({"quantity": 0})),
+            json!(["body", "order", 0, "quantity"]),
+            "greater_than_equal",
+        ),
+        (
+            item(json!({"quantity": -1})),
+            json!(["body", "order", 0, "quantity"]),
+            "greater_than_equal",
+        ),
+        (
+            item(json!({"quantity": 1000001})),
+            json!(["body", "order", 0, "quantity"]),
+            "less_than_equal",
+        ),
+        (
+            item(json!({"size": "large"})),
+            json!(["body", "order", 0, "size"]),
+            "enum",
+        ),
+        (
+            item(json!({"size": null})),
+            json!(["body", "order", 0, "size"]),
+            "enum",
+        ),
+        (
+            item(json!({"-size": null})),
+            json!(["body", "order", 0, "size"]),
+            "missing",
+        ),
+        (
+            item(json!({"-product": null})),
+            json!(["body", "order", 0, "product"]),
+            "missing",
+        ),
+        (
+            item(json!({"product": 7})),
+            json!(["body", "order", 0, "product"]),
+            "string_type",
+        ),
+        (
+            item(json!({"product": ""})),
+            json!(["body", "order", 0, "product"]),
+            "string_too_short",
+        ),
+        (
+            item(json!({"price": 3})),
+            json!(["body", "order", 0, "price"]),
+            "extra_forbidden",
+        ),
+        (json!({"order": []}), json!(["body", "order"]), "too_short"),
+        (
+            json!({"order": "latte"}),
+            json!(["body", "order"]),
+            "list_type",
+        ),
+        (json!({}), json!(["body", "order"]), "missing"),
+        (json!([]), json!(["body"]), "model_attributes_type"),
+        (
+            json!({"order": [{"product": "latte", "size": "small"}], "user": "x"}),
+            json!(["body", "user"]),
+            "extra_forbidden",
+        ),
+    ];
+    for (body, loc, kind) in cases {
+        let errors = assert_validation(app.post_json("/orders", &body).await).await;
+        assert_eq!(errors, vec![(loc, kind.to_owned())], "body {body}");
+    }
+    let listed: Value = app.get("/orders").await.json().await.unwrap();
+    assert_eq!(listed, json!({"orders": []}), "nothing invalid was stored");
+}
+
+async fn create_refuses_bodies_that_are_not_json(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let plain = app
+        .client
+        .post(app.url("/orders"))
+        .header("content-type", "text/plain")
+        .body(latte_order().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(assert_detail(plain, 415).await.contains("application/json"));
+
+    let untyped = app
+        .client
+        .post(app.url("/orders"))
+        .body(latte_order().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_detail(untyped, 415).await;
+
+    for broken in [
+        "{\"order\": [",
+        "not json",
+        "{\"order\": [{\"product\": \"latte\",}]}",
+    ] {
+        let response = app
+            .client
+            .post(app.url("/orders"))
+            .header("content-type", "application/json")
+            .body(broken)
+            .send()
+            .await
+            .unwrap();
+        let errors = assert_validation(response).await;
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0[0], "body");
+        assert_eq!(errors[0].1, "json_invalid", "{broken}");
+    }
+
+    let empty = app
+        .client
+        .post(app.url("/orders"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        assert_validation(empty).await,
+        vec![(json!(["body"]), "missing".to_owned())]
+    );
+}
+
+async fn create_refuses_a_body_over_the_limit_with_413(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let huge = json!({"order": [{"product": "x".repeat(100_000), "size": "small"}]});
+    let detail = assert_detail(app.post_json("/orders", &huge).await, 413).await;
+    assert!(detail.contains("large"), "{detail}");
+}
+
+async fn create_accepts_the_largest_valid_order(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let items: Vec<Value> = (0..100)
+        .map(|i| json!({"product": format!("p{i}-{}", "é".repeat(190)), "size": "big", "quantity": i + 1}))
+        .collect();
+    let order = app.create_order(&json!({"order": items})).await;
+    assert_eq!(order["order"].as_array().unwrap().len(), 100);
+    assert_eq!(order["order"][99]["quantity"], 100);
+    let too_many: Vec<Value> = (0..101)
+        .map(|_| json!({"product": "latte", "size": "big"}))
+        .collect();
+    let errors =
+        assert_validation(app.post_json("/orders", &json!({"order": too_many})).await).await;
+    assert_eq!(
+        errors,
+        vec![(json!(["body", "order"]), "too_long".to_owned())]
+    );
+}
+
+both_backends!(
+    create_returns_201_with_location_and_the_order,
+    create_rejects_each_invalid_input_with_its_location,
+    create_refuses_bodies_that_are_not_json,
+    create_refuses_a_body_over_the_limit_with_413,
+    create_accepts_the_largest_valid_order,
+);
