@@ -22,9 +22,22 @@ pub struct OrderItem {
     )]
     pub product: String,
     pub size: Size,
-    /// Defaults to 1.
-    #[schema(minimum = 1, maximum = 1_000_000, default = 1, example = 1)]
+    #[schema(schema_with = quantity_schema, required = false)]
     pub quantity: Option<u32>,
+}
+
+/// A strict integer that may be left out but not sent as `null` (utoipa
+/// would document an `Option` as nullable and add an int32 format).
+fn quantity_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(1_000_000))
+        .default(Some(serde_json::json!(1)))
+        .examples([serde_json::json!(1)])
+        .description(Some("How many; defaults to 1."))
+        .build()
 }
 
 /// A new order, or the new items of an existing one.

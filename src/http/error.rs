@@ -30,11 +30,30 @@ impl From<usize> for Loc {
     }
 }
 
+fn loc_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            OneOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::String))
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0)),
+                ),
+        )
+        .examples([serde_json::json!(["body", "order", 0, "quantity"])])
+        .description(Some(
+            "Where the bad value is: `body`, `path` or `query`, then keys and indexes.",
+        ))
+        .build()
+}
+
 /// One validation failure (FastAPI/pydantic shape).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct FieldError {
     /// Where the bad value is: a location (`body`, `path`, `query`) then keys and indexes.
-    #[schema(value_type = Vec<Object>, example = json!(["body", "order", 0, "quantity"]))]
+    #[schema(schema_with = loc_schema)]
     pub loc: Vec<Loc>,
     /// What is wrong, for a person.
     #[schema(example = "Input should be greater than or equal to 1")]

@@ -154,10 +154,6 @@ impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
                         "greater_than_equal",
                         "Input should be greater than or equal to 1",
                     )),
-                    // Too big for i64 but a number: the cap applies.
-                    Err(_) if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                        query.limit = Self::MAX_LIMIT;
-                    }
                     Err(_) => errors.push(super::error::FieldError::new(
                         loc("limit"),
                         "int_parsing",

@@ -122,6 +122,7 @@ async fn list_rejects_bad_query_values_and_caps_the_limit(backend: Backend) {
         ("limit=-5", "limit", "greater_than_equal"),
         ("limit=ten", "limit", "int_parsing"),
         ("limit=1.5", "limit", "int_parsing"),
+        ("limit=9223372036854775808", "limit", "int_parsing"),
         ("limit=", "limit", "int_parsing"),
         ("cancelled=maybe", "cancelled", "bool_parsing"),
         ("cancelled=", "cancelled", "bool_parsing"),
@@ -137,13 +138,11 @@ async fn list_rejects_bad_query_values_and_caps_the_limit(backend: Backend) {
     for _ in 0..3 {
         app.create_latte().await;
     }
+    assert_eq!(ids(&app, "/orders?limit=1000").await.len(), 3);
     assert_eq!(
-        ids(&app, &format!("/orders?limit={}", "9".repeat(60)))
-            .await
-            .len(),
+        ids(&app, "/orders?limit=9223372036854775807").await.len(),
         3
     );
-    assert_eq!(ids(&app, "/orders?limit=1000").await.len(), 3);
     assert_eq!(ids(&app, "/orders?unknown=1").await.len(), 3);
     // Any well-formed cursor is a position, even one no page produced.
     assert_eq!(

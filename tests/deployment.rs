@@ -1,0 +1,784 @@
+//! The deployment agrees with the code: the manifests rendered from `k8s/`
+//! by `kubectl kustomize`, and the two Dockerfiles, name the port, the probe
+//! paths, the environment variables and the binaries that the crate really
+//! has. Needs `kubectl` on the PATH.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use orders_service::config::{DEFAULT_PORT, VARIABLES};
+use orders_service::http::health::{HEALTHZ_PATH, METRICS_PATH, READYZ_PATH};
+use serde::Deserialize;
+use serde_json::Value;
+
+const SERVER_IMAGE: &str = "coffeemesh-orders";
+const MIGRATIONS_IMAGE: &str = "coffeemesh-orders-migrations";
+const SECRET_NAME: &str = "db-credentials";
+const SECRET_KEY: &str = "DB_URL";
+const NAMESPACE: &str = "orders-service";
+
+/// Each application overlay with the kustomization of its migrations Job.
+const OVERLAYS: [(&str, &str); 3] = [
+    ("k8s/overlays/local", "k8s/overlays/local/migrations"),
+    ("k8s/overlays/eks", "k8s/overlays/eks/migrations"),
+    (
+        "k8s/overlays/eks-external-secrets",
+        "k8s/overlays/eks/migrations",
+    ),
+];
+
+/// DESIGN §5: the ingress exposes these and nothing else.
+const PUBLIC_PATHS: [(&str, &str); 3] = [
+    ("/orders", "Prefix"),
+    ("/docs/orders", "Prefix"),
+    ("/openapi/orders.json", "Exact"),
+];
+
+fn repository() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn kustomizations() -> BTreeSet<&'static str> {
+    OVERLAYS
+        .iter()
+        .flat_map(|(app, migrations)| [*app, *migrations])
+        .collect()
+}
+
+/// Every kustomization rendered once for all the tests of this file.
+fn rendered(kustomization: &str) -> &'static [Value] {
+    static RENDERS: OnceLock<BTreeMap<&'static str, Vec<Value>>> = OnceLock::new();
+    RENDERS
+        .get_or_init(|| {
+            kustomizations()
+                .into_iter()
+                .map(|directory| (directory, render(directory)))
+                .collect()
+        })
+        .get(kustomization)
+        .unwrap_or_else(|| panic!("{kustomization} is not rendered by this test"))
+}
+
+fn render(kustomization: &str) -> Vec<Value> {
+    let output = Command::new("kubectl")
+        .args(["kustomize", kustomization])
+        .current_dir(repository())
+        .output()
+        .expect("kubectl must be on the PATH to render the manifests");
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {kustomization} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).expect("kustomize prints UTF-8");
+    yaml_serde::Deserializer::from_str(&text)
+        .map(|document| {
+            Value::deserialize(document)
+                .unwrap_or_else(|error| panic!("{kustomization} renders bad YAML: {error}"))
+        })
+        .filter(|object| !object.is_null())
+        .collect()
+}
+
+fn objects<'a>(kustomization: &str, kind: &'a str) -> impl Iterator<Item = &'static Value> + 'a {
+    rendered(kustomization)
+        .iter()
+        .filter(move |object| object["kind"] == kind)
+}
+
+fn object(kustomization: &str, kind: &str, name: &str) -> &'static Value {
+    objects(kustomization, kind)
+        .find(|object| object["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{kustomization} renders no {kind} {name}"))
+}
+
+fn deployment(overlay: &str) -> &'static Value {
+    object(overlay, "Deployment", "orders-service")
+}
+
+fn migrations_job(kustomization: &str) -> &'static Value {
+    object(kustomization, "Job", "orders-service-migrations")
+}
+
+fn array(value: &Value) -> &[Value] {
+    value.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+/// The pod spec of a workload (Deployment, StatefulSet, Job).
+fn pod_spec(workload: &Value) -> &Value {
+    &workload["spec"]["template"]["spec"]
+}
+
+fn containers(workload: &Value) -> impl Iterator<Item = &Value> {
+    let spec = pod_spec(workload);
+    array(&spec["initContainers"])
+        .iter()
+        .chain(array(&spec["containers"]))
+}
+
+fn container<'a>(workload: &'a Value, name: &str) -> &'a Value {
+    containers(workload)
+        .find(|container| container["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {}", workload["metadata"]["name"]))
+}
+
+/// `registry/path/name:tag` split into the last path segment and the tag.
+fn image_name_and_tag(image: &str) -> (&str, &str) {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last_segment_start = without_digest.rfind('/').map_or(0, |slash| slash + 1);
+    let last_segment = &without_digest[last_segment_start..];
+    match last_segment.split_once(':') {
+        Some((name, tag)) => (name, tag),
+        None => (last_segment, ""),
+    }
+}
+
+/// The containers that run this crate's binaries, in every workload rendered.
+fn service_containers(kustomization: &str) -> Vec<&'static Value> {
+    rendered(kustomization)
+        .iter()
+        .flat_map(containers)
+        .filter(|container| {
+            let (name, _) = image_name_and_tag(text(&container["image"]));
+            name == SERVER_IMAGE || name == MIGRATIONS_IMAGE
+        })
+        .collect()
+}
+
+fn env_value<'a>(container: &'a Value, variable: &str) -> Option<&'a str> {
+    array(&container["env"])
+        .iter()
+        .find(|entry| entry["name"] == variable)
+        .map(|entry| text(&entry["value"]))
+}
+
+fn secret_refs(container: &Value) -> Vec<&str> {
+    array(&container["envFrom"])
+        .iter()
+        .filter_map(|source| source["secretRef"]["name"].as_str())
+        .collect()
+}
+
+fn keys(map: &Value) -> BTreeSet<String> {
+    map.as_object()
+        .map(|entries| entries.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The keys a Secret named `name` will hold, as far as the render tells:
+/// a Secret's data, or the secretKeys of an ExternalSecret creating it.
+fn secret_keys(kustomization: &str, name: &str) -> Option<BTreeSet<String>> {
+    let from_secrets = objects(kustomization, "Secret")
+        .filter(|secret| secret["metadata"]["name"] == name)
+        .map(|secret| {
+            let mut names = keys(&secret["data"]);
+            names.extend(keys(&secret["stringData"]));
+            names
+        });
+    let from_external_secrets = objects(kustomization, "ExternalSecret")
+        .filter(|external| external["spec"]["target"]["name"] == name)
+        .map(|external| {
+            array(&external["spec"]["data"])
+                .iter()
+                .map(|entry| text(&entry["secretKey"]).to_owned())
+                .collect()
+        });
+    from_secrets
+        .chain(from_external_secrets)
+        .reduce(|mut all, more| {
+            all.extend(more);
+            all
+        })
+}
+
+#[test]
+fn the_server_container_listens_on_the_default_port_named_http() {
+    for (overlay, _) in OVERLAYS {
+        let server = container(deployment(overlay), "orders-service");
+        let ports = array(&server["ports"]);
+        assert_eq!(ports.len(), 1, "{overlay}: the server opens one port");
+        assert_eq!(ports[0]["name"], "http", "{overlay}");
+        assert_eq!(ports[0]["containerPort"], DEFAULT_PORT, "{overlay}");
+        assert_eq!(ports[0]["protocol"], "TCP", "{overlay}");
+        if let Some(port) = env_value(server, "PORT") {
+            assert_eq!(port, DEFAULT_PORT.to_string(), "{overlay}: PORT");
+        }
+    }
+}
+
+#[test]
+fn the_probes_call_the_health_endpoints_of_the_router() {
+    for (overlay, _) in OVERLAYS {
+        let server = container(deployment(overlay), "orders-service");
+        for (probe, path) in [
+            ("startupProbe", HEALTHZ_PATH),
+            ("livenessProbe", HEALTHZ_PATH),
+            ("readinessProbe", READYZ_PATH),
+        ] {
+            let check = &server[probe]["httpGet"];
+            assert_eq!(check["path"], path, "{overlay}: {probe}");
+            assert_eq!(check["port"], "http", "{overlay}: {probe}");
+        }
+    }
+}
+
+#[test]
+fn every_environment_variable_a_manifest_sets_is_one_the_configuration_reads() {
+    let known: BTreeSet<&str> = VARIABLES.iter().copied().collect();
+    for kustomization in kustomizations() {
+        let service = service_containers(kustomization);
+        assert!(
+            !service.is_empty(),
+            "{kustomization} runs none of our images"
+        );
+        for container in service {
+            let name = text(&container["name"]);
+            for entry in array(&container["env"]) {
+                let variable = text(&entry["name"]);
+                assert!(
+                    known.contains(variable),
+                    "{kustomization}: container {name} sets {variable}, which the configuration does not read"
+                );
+            }
+            for source in array(&container["envFrom"]) {
+                assert!(
+                    source["prefix"].is_null(),
+                    "{kustomization}: container {name} renames variables with a prefix"
+                );
+                let config_map = source["configMapRef"]["name"].as_str();
+                let from_config_map = config_map.map(|map| {
+                    let data = &object(kustomization, "ConfigMap", map)["data"];
+                    keys(data)
+                });
+                let secret = source["secretRef"]["name"].as_str();
+                let from_secret = secret.and_then(|secret| secret_keys(kustomization, secret));
+                for variable in from_config_map.into_iter().chain(from_secret).flatten() {
+                    assert!(
+                        known.contains(variable.as_str()),
+                        "{kustomization}: container {name} gets {variable}, which the configuration does not read"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_database_url_comes_from_the_key_db_url_of_the_db_credentials_secret() {
+    assert!(VARIABLES.contains(&SECRET_KEY));
+    for kustomization in kustomizations() {
+        for container in service_containers(kustomization) {
+            let name = text(&container["name"]);
+            assert_eq!(
+                secret_refs(container),
+                [SECRET_NAME],
+                "{kustomization}: container {name} reads its Secret with envFrom"
+            );
+            assert_eq!(
+                env_value(container, SECRET_KEY),
+                None,
+                "{kustomization}: container {name} must not set {SECRET_KEY} in plain text"
+            );
+        }
+        if let Some(secret_keys) = secret_keys(kustomization, SECRET_NAME) {
+            assert_eq!(
+                secret_keys,
+                BTreeSet::from([SECRET_KEY.to_owned()]),
+                "{kustomization}: the keys of {SECRET_NAME}"
+            );
+        }
+    }
+    // Production's secret is never committed: created by hand or synced.
+    assert_eq!(secret_keys("k8s/overlays/eks", SECRET_NAME), None);
+    assert!(secret_keys("k8s/overlays/eks-external-secrets", SECRET_NAME).is_some());
+    assert_eq!(
+        objects("k8s/overlays/eks-external-secrets", "Secret").count(),
+        0
+    );
+}
+
+#[test]
+fn the_service_sends_port_80_to_the_named_port_http() {
+    for (overlay, _) in OVERLAYS {
+        let service = object(overlay, "Service", "orders-service");
+        assert_eq!(service["spec"]["type"], "ClusterIP", "{overlay}");
+        assert_eq!(
+            service["spec"]["selector"],
+            serde_json::json!({ "app": "orders-service" }),
+            "{overlay}"
+        );
+        assert_eq!(
+            service["spec"]["ports"],
+            serde_json::json!([
+                { "name": "http", "port": 80, "targetPort": "http", "protocol": "TCP" }
+            ]),
+            "{overlay}"
+        );
+        assert_eq!(
+            deployment(overlay)["spec"]["template"]["metadata"]["labels"]["app"],
+            "orders-service",
+            "{overlay}: the Service selects the Deployment's pods"
+        );
+    }
+}
+
+#[test]
+fn the_ingress_exposes_exactly_the_three_public_paths() {
+    let expected: BTreeSet<(String, String)> = PUBLIC_PATHS
+        .iter()
+        .map(|(path, kind)| ((*path).to_owned(), (*kind).to_owned()))
+        .collect();
+    for (overlay, _) in OVERLAYS {
+        let ingress = object(overlay, "Ingress", "orders-service");
+        let rules = array(&ingress["spec"]["rules"]);
+        let paths: Vec<&Value> = rules
+            .iter()
+            .flat_map(|rule| array(&rule["http"]["paths"]))
+            .collect();
+        let exposed: BTreeSet<(String, String)> = paths
+            .iter()
+            .map(|path| {
+                (
+                    text(&path["path"]).to_owned(),
+                    text(&path["pathType"]).to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(paths.len(), PUBLIC_PATHS.len(), "{overlay}: no path twice");
+        assert_eq!(exposed, expected, "{overlay}");
+        for path in paths {
+            assert_eq!(
+                path["backend"]["service"],
+                serde_json::json!({ "name": "orders-service", "port": { "name": "http" } }),
+                "{overlay}: {}",
+                path["path"]
+            );
+        }
+        assert!(ingress["spec"]["defaultBackend"].is_null(), "{overlay}");
+    }
+    for internal in [HEALTHZ_PATH, READYZ_PATH, METRICS_PATH] {
+        assert!(
+            !expected
+                .iter()
+                .any(|(path, _)| internal.starts_with(path.as_str())),
+            "{internal} must stay inside the cluster"
+        );
+    }
+}
+
+#[test]
+fn the_eks_ingress_is_an_internet_facing_alb_that_checks_readiness() {
+    for overlay in ["k8s/overlays/eks", "k8s/overlays/eks-external-secrets"] {
+        let ingress = object(overlay, "Ingress", "orders-service");
+        assert_eq!(ingress["spec"]["ingressClassName"], "alb", "{overlay}");
+        let annotations = &ingress["metadata"]["annotations"];
+        assert!(
+            annotations["kubernetes.io/ingress.class"].is_null(),
+            "{overlay}: the class annotation is deprecated"
+        );
+        let annotation =
+            |name: &str| text(&annotations[format!("alb.ingress.kubernetes.io/{name}")]);
+        assert_eq!(
+            annotation("target-type"),
+            "ip",
+            "{overlay}: Fargate needs IP targets"
+        );
+        assert_eq!(annotation("scheme"), "internet-facing", "{overlay}");
+        assert_eq!(annotation("healthcheck-path"), READYZ_PATH, "{overlay}");
+        assert!(
+            annotation("target-group-attributes").contains("deregistration_delay.timeout_seconds="),
+            "{overlay}: a short deregistration delay"
+        );
+    }
+}
+
+#[test]
+fn a_stopping_pod_outlives_its_prestop_sleep_and_the_drain() {
+    for (overlay, _) in OVERLAYS {
+        let deployment = deployment(overlay);
+        let server = container(deployment, "orders-service");
+        let sleep = server["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{overlay}: a preStop sleep action"));
+        let drain_ms: u64 = env_value(server, "SHUTDOWN_TIMEOUT_MS")
+            .unwrap_or_else(|| {
+                panic!("{overlay}: SHUTDOWN_TIMEOUT_MS is set next to the grace period")
+            })
+            .parse()
+            .expect("SHUTDOWN_TIMEOUT_MS is a number");
+        let grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{overlay}: terminationGracePeriodSeconds"));
+        assert!(
+            grace * 1000 > sleep * 1000 + drain_ms,
+            "{overlay}: {grace} s of grace for a {sleep} s sleep and a {drain_ms} ms drain"
+        );
+    }
+}
+
+#[test]
+fn every_container_requests_what_it_is_limited_to() {
+    for kustomization in kustomizations() {
+        for workload in rendered(kustomization) {
+            for container in containers(workload) {
+                let resources = &container["resources"];
+                let name = text(&container["name"]);
+                assert!(
+                    !resources["requests"]["cpu"].is_null()
+                        && !resources["requests"]["memory"].is_null(),
+                    "{kustomization}: container {name} requests CPU and memory"
+                );
+                let (image, _) = image_name_and_tag(text(&container["image"]));
+                if image == SERVER_IMAGE || image == MIGRATIONS_IMAGE {
+                    // Fargate sizes the pod from requests; limits above them
+                    // would promise what the pod does not have.
+                    assert_eq!(
+                        resources["requests"], resources["limits"],
+                        "{kustomization}: container {name}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_pod_meets_the_restricted_profile_with_a_read_only_root() {
+    for kustomization in kustomizations() {
+        for workload in rendered(kustomization) {
+            let pod = pod_spec(workload);
+            if pod.is_null() {
+                continue;
+            }
+            let workload_name = text(&workload["metadata"]["name"]);
+            assert_eq!(
+                pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+                "{kustomization}: {workload_name}"
+            );
+            assert_eq!(
+                pod["automountServiceAccountToken"], false,
+                "{kustomization}: {workload_name} never calls the Kubernetes API"
+            );
+            for container in containers(workload) {
+                let context = &container["securityContext"];
+                let name = format!("{workload_name}/{}", text(&container["name"]));
+                let non_root = context["runAsNonRoot"]
+                    .as_bool()
+                    .or(pod["securityContext"]["runAsNonRoot"].as_bool());
+                assert_eq!(non_root, Some(true), "{kustomization}: {name} runAsNonRoot");
+                assert_eq!(
+                    context["allowPrivilegeEscalation"], false,
+                    "{kustomization}: {name}"
+                );
+                assert_eq!(
+                    context["readOnlyRootFilesystem"], true,
+                    "{kustomization}: {name}"
+                );
+                assert_eq!(
+                    context["capabilities"]["drop"],
+                    serde_json::json!(["ALL"]),
+                    "{kustomization}: {name}"
+                );
+                assert!(
+                    context["capabilities"]["add"].is_null(),
+                    "{kustomization}: {name}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_namespace_enforces_the_restricted_profile_and_injects_readiness_gates() {
+    for (overlay, _) in OVERLAYS {
+        let labels = &object(overlay, "Namespace", NAMESPACE)["metadata"]["labels"];
+        assert_eq!(
+            labels["pod-security.kubernetes.io/enforce"], "restricted",
+            "{overlay}"
+        );
+        assert_eq!(
+            labels["elbv2.k8s.aws/pod-readiness-gate-inject"], "enabled",
+            "{overlay}"
+        );
+        for object in rendered(overlay) {
+            if object["kind"] != "Namespace" {
+                assert_eq!(
+                    object["metadata"]["namespace"], NAMESPACE,
+                    "{overlay}: {} {}",
+                    object["kind"], object["metadata"]["name"]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_eks_overlay_keeps_two_replicas_spread_across_zones() {
+    let overlay = "k8s/overlays/eks";
+    let deployment = deployment(overlay);
+    let replicas = deployment["spec"]["replicas"].as_u64();
+    assert!(
+        replicas.is_none_or(|count| count >= 2),
+        "{overlay}: replicas"
+    );
+    let autoscaler = object(overlay, "HorizontalPodAutoscaler", "orders-service");
+    assert_eq!(autoscaler["apiVersion"], "autoscaling/v2");
+    assert!(autoscaler["spec"]["minReplicas"].as_u64() >= Some(2));
+    assert_eq!(
+        autoscaler["spec"]["scaleTargetRef"]["name"],
+        "orders-service"
+    );
+    let budget = object(overlay, "PodDisruptionBudget", "orders-service");
+    assert_eq!(
+        budget["spec"]["selector"]["matchLabels"]["app"],
+        "orders-service"
+    );
+    let zones = array(&pod_spec(deployment)["topologySpreadConstraints"])
+        .iter()
+        .any(|constraint| constraint["topologyKey"] == "topology.kubernetes.io/zone");
+    assert!(zones, "{overlay}: pods spread across zones");
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/name"], "orders-service");
+}
+
+#[test]
+fn the_local_overlay_runs_one_replica_of_images_loaded_into_the_cluster() {
+    let overlay = "k8s/overlays/local";
+    assert_eq!(deployment(overlay)["spec"]["replicas"], 1);
+    assert_eq!(objects(overlay, "HorizontalPodAutoscaler").count(), 0);
+    for kustomization in [overlay, "k8s/overlays/local/migrations"] {
+        for container in service_containers(kustomization) {
+            assert_eq!(
+                container["imagePullPolicy"], "IfNotPresent",
+                "{kustomization}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_migrations_job_runs_migrate_at_the_release_of_the_server() {
+    for (overlay, migrations) in OVERLAYS {
+        let job = migrations_job(migrations);
+        assert!(
+            job["spec"]["backoffLimit"].is_u64(),
+            "{migrations}: backoffLimit"
+        );
+        assert!(
+            job["spec"]["ttlSecondsAfterFinished"].is_u64(),
+            "{migrations}: ttlSecondsAfterFinished"
+        );
+        assert_eq!(pod_spec(job)["restartPolicy"], "Never", "{migrations}");
+        let migrate = container(job, "migrate");
+        let (job_image, job_tag) = image_name_and_tag(text(&migrate["image"]));
+        assert_eq!(job_image, MIGRATIONS_IMAGE, "{migrations}");
+        let server = container(deployment(overlay), "orders-service");
+        let (server_image, server_tag) = image_name_and_tag(text(&server["image"]));
+        assert_eq!(server_image, SERVER_IMAGE, "{overlay}");
+        assert!(
+            !server_tag.is_empty() && server_tag != "latest",
+            "{overlay}: a release tag"
+        );
+        assert_eq!(
+            job_tag, server_tag,
+            "{migrations} and {overlay} release together"
+        );
+        let registry = |image: &str| {
+            image
+                .rsplit_once('/')
+                .map(|(registry, _)| registry.to_owned())
+        };
+        assert_eq!(
+            registry(text(&migrate["image"])),
+            registry(text(&server["image"])),
+            "{migrations} and {overlay} pull from one registry"
+        );
+        // The Job's kustomization must not own what `kubectl apply -k` of
+        // the application owns (deleting one must not delete the other).
+        for object in rendered(migrations) {
+            let kind = text(&object["kind"]);
+            assert!(
+                ["Job", "ServiceAccount", "NetworkPolicy"].contains(&kind),
+                "{migrations} renders a {kind}"
+            );
+        }
+    }
+}
+
+/// One Dockerfile instruction per entry, continuation lines joined.
+fn instructions(dockerfile: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repository().join(dockerfile))
+        .unwrap_or_else(|error| panic!("{dockerfile}: {error}"));
+    let mut joined = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(start) => {
+                current.push_str(start);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                joined.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    joined
+        .into_iter()
+        .filter(|instruction| !instruction.trim().is_empty())
+        .map(|instruction| {
+            let trimmed = instruction.trim();
+            let (keyword, arguments) = trimmed
+                .split_once(char::is_whitespace)
+                .unwrap_or((trimmed, ""));
+            (keyword.to_uppercase(), arguments.trim().to_owned())
+        })
+        .collect()
+}
+
+/// The `[[bin]]` names of Cargo.toml.
+fn cargo_binaries() -> BTreeSet<String> {
+    let manifest = std::fs::read_to_string(repository().join("Cargo.toml")).expect("Cargo.toml");
+    let mut binaries = BTreeSet::new();
+    let mut in_bin = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+        } else if in_bin {
+            if let Some(value) = line.strip_prefix("name").map(str::trim_start) {
+                if let Some(value) = value.strip_prefix('=') {
+                    binaries.insert(value.trim().trim_matches('"').to_owned());
+                }
+            }
+        }
+    }
+    binaries
+}
+
+/// The stages after the last FROM: what the image holds.
+fn runtime_stage(instructions: &[(String, String)]) -> &[(String, String)] {
+    let last_from = instructions
+        .iter()
+        .rposition(|(keyword, _)| keyword == "FROM")
+        .expect("a FROM");
+    &instructions[last_from..]
+}
+
+#[test]
+fn both_images_build_and_run_binaries_that_cargo_builds() {
+    let binaries = cargo_binaries();
+    assert!(
+        binaries.contains("orders-service") && binaries.contains("migrate"),
+        "{binaries:?}"
+    );
+    for (dockerfile, binary) in [
+        ("Dockerfile", "orders-service"),
+        ("migrations.dockerfile", "migrate"),
+    ] {
+        let instructions = instructions(dockerfile);
+        let builds: Vec<&str> = instructions
+            .iter()
+            .filter(|(keyword, arguments)| keyword == "RUN" && arguments.contains("cargo build"))
+            .flat_map(|(_, arguments)| {
+                let words: Vec<&str> = arguments.split_whitespace().collect();
+                words
+                    .windows(2)
+                    .filter(|pair| pair[0] == "--bin")
+                    .map(|pair| pair[1])
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(
+            builds.contains(&binary),
+            "{dockerfile} builds {binary}: {builds:?}"
+        );
+        for built in &builds {
+            assert!(
+                binaries.contains(*built),
+                "{dockerfile} builds {built}, not a [[bin]] of Cargo.toml"
+            );
+        }
+        assert!(
+            instructions
+                .iter()
+                .any(|(keyword, arguments)| keyword == "RUN"
+                    && arguments.contains("cargo build --release --locked")),
+            "{dockerfile}: a locked release build"
+        );
+        let runtime = runtime_stage(&instructions);
+        let copied: Vec<&str> = runtime
+            .iter()
+            .filter(|(keyword, _)| keyword == "COPY")
+            .map(|(_, arguments)| arguments.as_str())
+            .collect();
+        assert_eq!(
+            copied,
+            [format!(
+                "--from=builder /app/target/release/{binary} /usr/local/bin/{binary}"
+            )],
+            "{dockerfile}: the runtime image holds only {binary}"
+        );
+        let entrypoint = runtime
+            .iter()
+            .find(|(keyword, _)| keyword == "ENTRYPOINT")
+            .map(|(_, arguments)| arguments.as_str());
+        assert_eq!(
+            entrypoint,
+            Some(format!("[\"/usr/local/bin/{binary}\"]").as_str()),
+            "{dockerfile}"
+        );
+        let user = runtime
+            .iter()
+            .rfind(|(keyword, _)| keyword == "USER")
+            .map(|(_, arguments)| arguments.split(':').next().unwrap_or_default().to_owned());
+        let uid: u32 = user
+            .unwrap_or_else(|| panic!("{dockerfile}: a USER"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{dockerfile}: a numeric USER, for runAsNonRoot"));
+        assert_ne!(uid, 0, "{dockerfile}");
+        for (keyword, arguments) in &instructions {
+            if keyword == "ENV" {
+                let variable = arguments.split(['=', ' ']).next().unwrap_or_default();
+                assert!(
+                    VARIABLES.contains(&variable),
+                    "{dockerfile} sets {variable}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_server_image_exposes_the_default_port() {
+    let server = instructions("Dockerfile");
+    let exposed: Vec<&str> = runtime_stage(&server)
+        .iter()
+        .filter(|(keyword, _)| keyword == "EXPOSE")
+        .map(|(_, arguments)| arguments.as_str())
+        .collect();
+    assert_eq!(exposed, [DEFAULT_PORT.to_string()]);
+    let port = runtime_stage(&server)
+        .iter()
+        .find(|(keyword, arguments)| keyword == "ENV" && arguments.starts_with("PORT="))
+        .map(|(_, arguments)| arguments.trim_start_matches("PORT=").to_owned());
+    if let Some(port) = port {
+        assert_eq!(port, DEFAULT_PORT.to_string(), "ENV PORT");
+    }
+    let migrations = instructions("migrations.dockerfile");
+    assert!(
+        runtime_stage(&migrations)
+            .iter()
+            .all(|(keyword, _)| keyword != "EXPOSE"),
+        "migrate listens on no port"
+    );
+}
