@@ -28,6 +28,7 @@ pub const VARIABLES: &[&str] = &[
     "UPSTREAM_CONNECT_TIMEOUT_MS",
     "UPSTREAM_TIMEOUT_MS",
     "CORS_ALLOWED_ORIGINS",
+    "IDEMPOTENCY_KEY_TTL_SECS",
 ];
 
 /// Where orders are stored.
@@ -149,6 +150,10 @@ pub struct Settings {
     /// unset or `*` allows any origin (without credentials).
     #[serde(default)]
     pub cors_allowed_origins: Option<String>,
+    /// `IDEMPOTENCY_KEY_TTL_SECS`: how long an `Idempotency-Key` of
+    /// `POST /orders` is remembered.
+    #[serde(default = "defaults::idempotency_key_ttl_secs")]
+    pub idempotency_key_ttl_secs: u64,
 }
 
 mod defaults {
@@ -185,6 +190,9 @@ mod defaults {
     }
     pub fn upstream_timeout_ms() -> u64 {
         5_000
+    }
+    pub fn idempotency_key_ttl_secs() -> u64 {
+        24 * 60 * 60
     }
 }
 
@@ -229,6 +237,7 @@ impl Settings {
                 self.upstream_connect_timeout_ms,
             ),
             ("UPSTREAM_TIMEOUT_MS", self.upstream_timeout_ms),
+            ("IDEMPOTENCY_KEY_TTL_SECS", self.idempotency_key_ttl_secs),
         ];
         for (variable, value) in positive {
             if value == 0 {
@@ -276,6 +285,10 @@ impl Settings {
 
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    pub fn idempotency_key_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency_key_ttl_secs)
     }
 
     /// `None` means any origin.

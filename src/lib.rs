@@ -12,3 +12,4 @@ pub mod readiness;
 pub mod repository;
 pub mod startup;
 pub mod telemetry;
+pub mod upstream;

@@ -1,54 +1,276 @@
 //! Paying for and cancelling orders (DESIGN §2).
 //!
-//! The upstream services sit behind traits so tests and other transports
-//! can stand in for the HTTP clients.
+//! Each call to payments or kitchen is made under a lease on the order (a
+//! conditional update sets `claimed_until`), so of two concurrent requests
+//! only one calls upstream and the other answers 409 at once. What the call
+//! achieved is recorded by another conditional update, step by step: a
+//! charge that went through is recorded as `paid` before the kitchen is
+//! asked, so a kitchen failure never loses it and a retried pay only
+//! schedules. A lease left by a crashed pod expires by itself.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use time::OffsetDateTime;
+
+use crate::domain::order::now_micros;
 use crate::domain::status::{Cancellation, PaymentStep};
 use crate::domain::{Order, OrderId, OrderStatus};
 use crate::http::error::{ApiError, Upstream};
-use crate::repository::{OrdersRepository, RepositoryError};
+use crate::repository::{Lease, OrdersRepository};
+use crate::upstream::{Kitchen, PaymentStatus, Payments, UpstreamError};
 
 /// Moves orders through their lifecycle.
 pub struct OrderLifecycle {
     repo: OrdersRepository,
+    payments: Option<Arc<dyn Payments>>,
+    kitchen: Option<Arc<dyn Kitchen>>,
+    /// How long a lease lasts: longer than any upstream call may take.
+    lease: Duration,
 }
 
 impl OrderLifecycle {
-    pub fn new(repo: OrdersRepository) -> Self {
-        Self { repo }
-    }
-
-    pub async fn pay(&self, owner: &str, id: OrderId) -> Result<Order, ApiError> {
-        let order = self.repo.get(owner, id).await?;
-        match order.status.payment_step() {
-            PaymentStep::Refused => Err(ApiError::refused("pay", order.status)),
-            PaymentStep::Charge => Err(ApiError::UpstreamNotConfigured(Upstream::Payments)),
-            PaymentStep::Schedule => Err(ApiError::UpstreamNotConfigured(Upstream::Kitchen)),
+    /// `upstream_timeout` bounds every call; leases outlast it with margin.
+    pub fn new(
+        repo: OrdersRepository,
+        payments: Option<Arc<dyn Payments>>,
+        kitchen: Option<Arc<dyn Kitchen>>,
+        upstream_timeout: Duration,
+    ) -> Self {
+        Self {
+            repo,
+            payments,
+            kitchen,
+            lease: upstream_timeout * 2 + Duration::from_secs(5),
         }
     }
 
-    pub async fn cancel(&self, owner: &str, id: OrderId) -> Result<Order, ApiError> {
-        let order = self.repo.get(owner, id).await?;
-        match order.status.cancellation() {
-            Cancellation::Refused => Err(ApiError::refused("cancel", order.status)),
-            Cancellation::ThroughKitchen => Err(ApiError::UpstreamNotConfigured(Upstream::Kitchen)),
-            Cancellation::Direct => {
-                let from: Vec<OrderStatus> = OrderStatus::directly_cancellable().collect();
-                self.repo
-                    .transition(owner, id, &from, OrderStatus::Cancelled)
-                    .await
-                    .map_err(|err| match err {
-                        RepositoryError::Conflict { current } => {
-                            ApiError::refused("cancel", current)
-                        }
-                        other => other.into(),
-                    })
+    /// Charges (unless already charged), then has the kitchen schedule.
+    pub async fn pay(&self, owner: &str, id: OrderId) -> Result<Order, ApiError> {
+        let state = self.repo.lifecycle_state(owner, id).await?;
+        let step = state.status.payment_step();
+        if step == PaymentStep::Refused {
+            return Err(ApiError::refused("pay", state.status));
+        }
+        // Both services are needed: refuse before charging, not after.
+        let payments = self
+            .payments
+            .as_ref()
+            .ok_or(ApiError::UpstreamNotConfigured(Upstream::Payments))?;
+        let kitchen = self
+            .kitchen
+            .as_ref()
+            .ok_or(ApiError::UpstreamNotConfigured(Upstream::Kitchen))?;
+        if step == PaymentStep::Charge {
+            self.charge(payments.as_ref(), owner, id).await?;
+        }
+        self.schedule(kitchen.as_ref(), owner, id).await
+    }
+
+    /// `created` → `paid`. Returns once the order is `paid`, by this request
+    /// or by one that finished first.
+    async fn charge(
+        &self,
+        payments: &dyn Payments,
+        owner: &str,
+        id: OrderId,
+    ) -> Result<(), ApiError> {
+        let Some(lease) = self.claim(owner, id, OrderStatus::Created).await? else {
+            return self
+                .after_lost_claim(owner, id, "pay", Some(OrderStatus::Paid))
+                .await;
+        };
+        let payment = match payments.charge(id).await {
+            Ok(payment) => payment,
+            Err(err) => return Err(self.give_back(lease, Upstream::Payments, err).await),
+        };
+        match payment.status {
+            PaymentStatus::Paid => {}
+            PaymentStatus::Invalid => {
+                self.release(lease).await;
+                return Err(ApiError::PaymentDeclined(format!("payment {}", payment.id)));
             }
+            PaymentStatus::Pending => {
+                self.release(lease).await;
+                return Err(ApiError::UpstreamBadResponse(
+                    Upstream::Payments,
+                    format!("payment {} is still pending; pay again later", payment.id),
+                ));
+            }
+        }
+        let recorded = self
+            .repo
+            .complete(
+                lease,
+                OrderStatus::Created,
+                OrderStatus::Paid,
+                Some(payment.id),
+                None,
+            )
+            .await?;
+        if !recorded {
+            // Our lease expired during the call and another request took
+            // over; the charge is deduplicated by its idempotency key.
+            tracing::warn!(order_id = %id, payment_id = %payment.id, "charge recorded by another request");
+            return self
+                .after_lost_claim(owner, id, "pay", Some(OrderStatus::Paid))
+                .await;
+        }
+        tracing::info!(order_id = %id, payment_id = %payment.id, "order paid");
+        Ok(())
+    }
+
+    /// `paid` → `progress` with the kitchen's schedule id.
+    async fn schedule(
+        &self,
+        kitchen: &dyn Kitchen,
+        owner: &str,
+        id: OrderId,
+    ) -> Result<Order, ApiError> {
+        let Some(lease) = self.claim(owner, id, OrderStatus::Paid).await? else {
+            self.after_lost_claim(owner, id, "pay", Some(OrderStatus::Progress))
+                .await?;
+            return Ok(self.repo.get(owner, id).await?);
+        };
+        let order = self.repo.get(owner, id).await?;
+        let schedule_id = match kitchen.schedule(id, &order.items).await {
+            Ok(schedule_id) => schedule_id,
+            Err(err) => return Err(self.give_back(lease, Upstream::Kitchen, err).await),
+        };
+        if !self
+            .repo
+            .complete(
+                lease,
+                OrderStatus::Paid,
+                OrderStatus::Progress,
+                None,
+                Some(schedule_id),
+            )
+            .await?
+        {
+            tracing::warn!(order_id = %id, %schedule_id, "schedule recorded by another request");
+            self.after_lost_claim(owner, id, "pay", Some(OrderStatus::Progress))
+                .await?;
+        } else {
+            tracing::info!(order_id = %id, %schedule_id, "order scheduled");
+        }
+        Ok(self.repo.get(owner, id).await?)
+    }
+
+    /// Cancels directly while nothing is being made; through the kitchen
+    /// once it is.
+    pub async fn cancel(&self, owner: &str, id: OrderId) -> Result<Order, ApiError> {
+        let state = self.repo.lifecycle_state(owner, id).await?;
+        match state.status.cancellation() {
+            Cancellation::Refused => Err(ApiError::refused("cancel", state.status)),
+            Cancellation::Direct => {
+                if self.repo.cancel_unclaimed(owner, id).await? {
+                    tracing::info!(order_id = %id, "order cancelled");
+                    return Ok(self.repo.get(owner, id).await?);
+                }
+                self.after_lost_claim(owner, id, "cancel", None).await?;
+                Ok(self.repo.get(owner, id).await?)
+            }
+            Cancellation::ThroughKitchen => self.cancel_through_kitchen(owner, id).await,
+        }
+    }
+
+    async fn cancel_through_kitchen(&self, owner: &str, id: OrderId) -> Result<Order, ApiError> {
+        let kitchen = self
+            .kitchen
+            .as_ref()
+            .ok_or(ApiError::UpstreamNotConfigured(Upstream::Kitchen))?;
+        let Some(lease) = self.claim(owner, id, OrderStatus::Progress).await? else {
+            self.after_lost_claim(owner, id, "cancel", None).await?;
+            return Ok(self.repo.get(owner, id).await?);
+        };
+        let state = self.repo.lifecycle_state(owner, id).await?;
+        let Some(schedule_id) = state.schedule_id else {
+            self.release(lease).await;
+            return Err(ApiError::Internal(format!(
+                "order {id} is in progress without a schedule"
+            )));
+        };
+        if let Err(err) = kitchen.cancel(schedule_id).await {
+            return Err(self.give_back(lease, Upstream::Kitchen, err).await);
+        }
+        if self
+            .repo
+            .complete(
+                lease,
+                OrderStatus::Progress,
+                OrderStatus::Cancelled,
+                None,
+                None,
+            )
+            .await?
+        {
+            tracing::info!(order_id = %id, %schedule_id, "order cancelled with the kitchen");
+        } else {
+            self.after_lost_claim(owner, id, "cancel", None).await?;
+        }
+        Ok(self.repo.get(owner, id).await?)
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        id: OrderId,
+        status: OrderStatus,
+    ) -> Result<Option<Lease>, ApiError> {
+        let until: OffsetDateTime = now_micros() + self.lease;
+        Ok(self.repo.claim(owner, id, status, until).await?)
+    }
+
+    /// Another request got there first. For a pay, fine if it reached
+    /// `goal` (the next step goes on from there); otherwise a 409 saying why:
+    /// of two racing requests only one wins.
+    async fn after_lost_claim(
+        &self,
+        owner: &str,
+        id: OrderId,
+        action: &str,
+        goal: Option<OrderStatus>,
+    ) -> Result<(), ApiError> {
+        let state = self.repo.lifecycle_state(owner, id).await?;
+        if Some(state.status) == goal {
+            return Ok(());
+        }
+        let busy = state
+            .claimed_until
+            .is_some_and(|until| until > now_micros());
+        if busy {
+            return Err(ApiError::Conflict(format!(
+                "another request is {} this order right now; retry shortly",
+                if state.status == OrderStatus::Progress {
+                    "cancelling"
+                } else {
+                    "paying for"
+                }
+            )));
+        }
+        Err(ApiError::refused(action, state.status))
+    }
+
+    /// Releases the lease after a failed call and says what failed. The order
+    /// stays in the last state that truly happened.
+    async fn give_back(&self, lease: Lease, upstream: Upstream, err: UpstreamError) -> ApiError {
+        tracing::warn!(order_id = %lease.order_id, service = upstream.name(), error = %err, "upstream call failed");
+        self.release(lease).await;
+        match err {
+            UpstreamError::Unreachable(reason) => ApiError::UpstreamUnavailable(upstream, reason),
+            UpstreamError::Unavailable => {
+                ApiError::UpstreamUnavailable(upstream, "it answered 503".into())
+            }
+            UpstreamError::Timeout => ApiError::UpstreamTimeout(upstream),
+            UpstreamError::BadResponse(reason) => ApiError::UpstreamBadResponse(upstream, reason),
+        }
+    }
+
+    /// Best effort: an unreleased lease only delays a retry until it expires.
+    async fn release(&self, lease: Lease) {
+        if let Err(err) = self.repo.release(lease).await {
+            tracing::warn!(order_id = %lease.order_id, error = %err, "could not release the lease");
         }
     }
 }
-
-/// Shared so the state can hand one lifecycle to every request.
-pub type SharedLifecycle = Arc<OrderLifecycle>;

@@ -14,6 +14,7 @@ use crate::http::{self, AppState, HttpSettings};
 use crate::lifecycle::OrderLifecycle;
 use crate::readiness::Readiness;
 use crate::repository::OrdersRepository;
+use crate::upstream::{self, Kitchen, KitchenClient, Payments, PaymentsClient};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -57,10 +58,35 @@ impl Application {
         )
         .map_err(StartupError::DatabaseUrl)?;
         let repo = OrdersRepository::new(db);
+        let http = upstream::http_client(
+            settings.upstream_connect_timeout(),
+            settings.upstream_timeout(),
+        );
+        let payments = settings.payments_url.as_ref().map(|url| {
+            Arc::new(PaymentsClient::new(http.clone(), url.clone())) as Arc<dyn Payments>
+        });
+        let kitchen = settings
+            .kitchen_url
+            .as_ref()
+            .map(|url| Arc::new(KitchenClient::new(http.clone(), url.clone())) as Arc<dyn Kitchen>);
+        for (variable, configured) in [
+            ("PAYMENTS_URL", payments.is_some()),
+            ("KITCHEN_URL", kitchen.is_some()),
+        ] {
+            if !configured {
+                tracing::warn!("{variable} is not set: paying for orders answers 503");
+            }
+        }
         let state = AppState {
-            lifecycle: Arc::new(OrderLifecycle::new(repo.clone())),
+            lifecycle: Arc::new(OrderLifecycle::new(
+                repo.clone(),
+                payments,
+                kitchen,
+                settings.upstream_timeout(),
+            )),
             readiness: Arc::new(Readiness::new(migrations::expected_version())),
             max_body_bytes: settings.max_body_bytes,
+            idempotency_key_ttl: settings.idempotency_key_ttl(),
             repo,
         };
         let router = http::router(
@@ -120,6 +146,7 @@ impl Application {
             tracing::info!("shutdown requested: draining requests in flight");
             notify.notify_one();
         };
+        let purge = tokio::spawn(purge_expired_keys(self.state.repo.clone()));
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
         let deadline = self.settings.shutdown_timeout();
         let outcome = tokio::select! {
@@ -132,9 +159,27 @@ impl Application {
                 Ok(())
             }
         };
+        purge.abort();
         self.state.repo.database().close().await;
         tracing::info!("stopped");
         outcome
+    }
+}
+
+/// Expired idempotency keys are never read again; deleting them now and
+/// then keeps the table small. Every replica does it; the work is idempotent.
+async fn purge_expired_keys(repo: OrdersRepository) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(15 * 60));
+    loop {
+        every.tick().await;
+        match repo
+            .purge_expired_keys(crate::domain::order::now_micros())
+            .await
+        {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged expired idempotency keys"),
+            Err(err) => tracing::debug!(error = %err, "could not purge idempotency keys"),
+        }
     }
 }
 

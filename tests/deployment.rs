@@ -654,12 +654,11 @@ fn cargo_binaries() -> BTreeSet<String> {
     for line in manifest.lines().map(str::trim) {
         if line.starts_with('[') {
             in_bin = line == "[[bin]]";
-        } else if in_bin {
-            if let Some(value) = line.strip_prefix("name").map(str::trim_start) {
-                if let Some(value) = value.strip_prefix('=') {
-                    binaries.insert(value.trim().trim_matches('"').to_owned());
-                }
-            }
+        } else if in_bin
+            && let Some(value) = line.strip_prefix("name").map(str::trim_start)
+            && let Some(value) = value.strip_prefix('=')
+        {
+            binaries.insert(value.trim().trim_matches('"').to_owned());
         }
     }
     binaries

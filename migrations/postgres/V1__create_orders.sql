@@ -1,10 +1,11 @@
 -- Orders and their items.
 --
 -- `owner` is the caller's user id: every query filters on it.
--- `payment_id`, `schedule_id` and `charge_claimed_until` record the steps of
--- paying (see src/lifecycle): which charge went through, which kitchen
--- schedule makes the order, and which request currently holds the right to
--- charge (so two concurrent pays cannot both charge).
+-- `payment_id` and `schedule_id` record the steps of paying (see
+-- src/lifecycle.rs): which charge went through and which kitchen schedule
+-- makes the order. `claimed_until` is the lease of the one request allowed
+-- to call payments or kitchen for this order right now, so two concurrent
+-- pays cannot both charge; a lease left by a crashed pod simply expires.
 CREATE TABLE orders (
     id                   uuid        PRIMARY KEY,
     owner                text        NOT NULL,
@@ -14,7 +15,7 @@ CREATE TABLE orders (
     updated              timestamptz NOT NULL,
     payment_id           uuid,
     schedule_id          uuid,
-    charge_claimed_until timestamptz
+    claimed_until        timestamptz
 );
 
 -- The list query: one owner's orders, newest first, walked with a keyset

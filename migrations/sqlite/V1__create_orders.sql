@@ -10,7 +10,7 @@ CREATE TABLE orders (
     updated              INTEGER NOT NULL,
     payment_id           TEXT,
     schedule_id          TEXT,
-    charge_claimed_until INTEGER
+    claimed_until        INTEGER
 );
 
 CREATE INDEX orders_owner_created_id_idx ON orders (owner, created, id);

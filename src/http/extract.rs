@@ -217,3 +217,62 @@ mod tests {
         assert_eq!(parse_bool("maybe"), None);
     }
 }
+
+/// The optional `Idempotency-Key` header of `POST /orders`: 1 to 255
+/// visible ASCII characters, bare or as a quoted string (the IETF draft
+/// sends it as a structured-field string).
+pub struct IdempotencyKeyHeader(pub Option<String>);
+
+impl IdempotencyKeyHeader {
+    pub const NAME: &'static str = "idempotency-key";
+    pub const MAX_LEN: usize = 255;
+
+    fn parse(raw: &[u8]) -> Option<String> {
+        let text = std::str::from_utf8(raw).ok()?.trim();
+        let text = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+            Some(inner) if !inner.is_empty() => inner,
+            _ => text,
+        };
+        let visible = text.bytes().all(|b| (0x21..=0x7e).contains(&b));
+        (visible && (1..=Self::MAX_LEN).contains(&text.len())).then(|| text.to_owned())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match parts.headers.get(Self::NAME) {
+            None => Ok(Self(None)),
+            Some(value) => Self::parse(value.as_bytes())
+                .map(|key| Self(Some(key)))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        vec!["header".into(), Self::NAME.into()],
+                        "string_pattern_mismatch",
+                        format!(
+                            "Idempotency-Key must be 1 to {} visible ASCII characters",
+                            Self::MAX_LEN
+                        ),
+                    )
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod idempotency_key_tests {
+    use super::IdempotencyKeyHeader;
+
+    #[test]
+    fn accepts_bare_and_quoted_keys() {
+        let parse = |raw: &str| IdempotencyKeyHeader::parse(raw.as_bytes());
+        assert_eq!(parse("abc-123").as_deref(), Some("abc-123"));
+        assert_eq!(parse("\"abc-123\"").as_deref(), Some("abc-123"));
+        assert_eq!(parse("\"").as_deref(), Some("\""));
+        assert_eq!(parse(""), None);
+        assert_eq!(parse("has space"), None);
+        assert_eq!(parse(&"k".repeat(256)), None);
+        assert_eq!(parse(&"k".repeat(255)).map(|k| k.len()), Some(255));
+    }
+}

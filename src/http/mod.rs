@@ -72,7 +72,12 @@ fn cors(origins: Option<&[String]>) -> CorsLayer {
             HeaderName::from_static("idempotency-key"),
             REQUEST_ID,
         ])
-        .expose_headers([header::LOCATION, header::LINK, REQUEST_ID])
+        .expose_headers([
+            header::LOCATION,
+            header::LINK,
+            REQUEST_ID,
+            HeaderName::from_static("idempotent-replayed"),
+        ])
         .max_age(Duration::from_secs(600))
 }
 

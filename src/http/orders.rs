@@ -9,11 +9,12 @@ use axum::{Json, Router};
 use super::cursor;
 use super::dto::{CreateOrder, OrderResponse, OrdersPage};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonBody, ListQuery, OrderIdPath};
+use super::extract::{IdempotencyKeyHeader, JsonBody, ListQuery, OrderIdPath};
 use super::identity::Caller;
 use super::state::AppState;
 use super::validation;
-use crate::repository::{ListFilter, PageRequest};
+use crate::domain::{NewOrder, Order};
+use crate::repository::{IdempotencyKey, KeyedCreate, ListFilter, PageRequest, RepositoryError};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -91,36 +92,106 @@ pub async fn list_orders(
 }
 
 /// Place an order.
+///
+/// With an `Idempotency-Key` header, a repeat of the same request by the
+/// same user within the key's lifetime (24 hours by default) returns the
+/// order the first request created, with `Idempotent-Replayed: true`,
+/// instead of placing a second one; the same key with a different order
+/// answers 422.
 #[utoipa::path(
     post,
     path = "/orders",
     tag = "orders",
     operation_id = "create_order",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "Makes retries safe: a repeat with the same key returns the first order."),
+    ),
     request_body = CreateOrder,
     responses(
-        (status = 201, description = "The order was placed", body = OrderResponse,
-            headers(("Location" = String, description = "`/orders/{order_id}`"))),
+        (status = 201, description = "The order was placed (or, for a repeated key, had been)", body = OrderResponse,
+            headers(
+                ("Location" = String, description = "`/orders/{order_id}`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this answers a repeated key"),
+            )),
+        (status = 409, description = "The order placed with this key was deleted since", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
-        (status = 422, description = "Invalid order", body = ErrorBody),
+        (status = 422, description = "Invalid order or key, or the key was used for a different order", body = ErrorBody),
         (status = 503, description = "Database unavailable; retry", body = ErrorBody),
     )
 )]
 pub async fn create_order(
     State(state): State<AppState>,
     caller: Caller,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let order = validation::new_order(&body).map_err(ApiError::Validation)?;
-    let order = state.repo.create(caller.id(), &order).await?;
+    let Some(key) = key else {
+        let order = state.repo.create(caller.id(), &order).await?;
+        return created(order, false);
+    };
+    let request = canonical_request(&order);
+    let keyed = IdempotencyKey {
+        key: &key,
+        request: &request,
+        expires_at: crate::domain::order::now_micros() + state.idempotency_key_ttl,
+    };
+    match state
+        .repo
+        .create_with_key(caller.id(), &order, keyed)
+        .await?
+    {
+        KeyedCreate::Created(order) => created(order, false),
+        KeyedCreate::Replayed(id) => match state.repo.get(caller.id(), id).await {
+            Ok(order) => created(order, true),
+            Err(RepositoryError::NotFound) => Err(ApiError::Conflict(
+                "the order placed with this Idempotency-Key has been deleted".into(),
+            )),
+            Err(other) => Err(other.into()),
+        },
+        KeyedCreate::KeyReused => Err(ApiError::invalid(
+            vec!["header".into(), IdempotencyKeyHeader::NAME.into()],
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different order",
+        )),
+    }
+}
+
+/// The validated order as canonical JSON (defaults applied), so that
+/// `{"quantity": 1}` and no quantity count as the same request.
+fn canonical_request(order: &NewOrder) -> String {
+    let items: Vec<serde_json::Value> = order
+        .items
+        .as_slice()
+        .iter()
+        .map(|item| {
+            serde_json::json!([
+                item.product.as_str(),
+                item.size.as_str(),
+                item.quantity.get()
+            ])
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
+fn created(order: Order, replayed: bool) -> Result<Response, ApiError> {
     let location = HeaderValue::from_str(&format!("/orders/{}", order.id))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok((
+    let mut response = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(OrderResponse::from(order)),
     )
-        .into_response())
+        .into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 /// Get one order.

@@ -12,4 +12,6 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// Echoed in 413 responses.
     pub max_body_bytes: usize,
+    /// How long an `Idempotency-Key` of `POST /orders` is remembered.
+    pub idempotency_key_ttl: std::time::Duration,
 }

@@ -62,6 +62,16 @@ pub enum RepositoryError {
     Corrupt(String),
 }
 
+/// A completed upstream step, as the backends record it.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    lease: Lease,
+    from: OrderStatus,
+    to: OrderStatus,
+    payment_id: Option<Uuid>,
+    schedule_id: Option<Uuid>,
+}
+
 impl From<sqlx::Error> for RepositoryError {
     fn from(err: sqlx::Error) -> Self {
         match err {
@@ -107,6 +117,43 @@ mod tests {
         }
         assert!(!is_unavailable_code(None));
     }
+}
+
+/// Where an order is in its lifecycle, beyond what clients see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifecycleState {
+    pub status: OrderStatus,
+    /// End of the lease of the request now calling upstream for it, if any.
+    pub claimed_until: Option<OffsetDateTime>,
+    /// The kitchen's schedule, once the order is `progress`.
+    pub schedule_id: Option<Uuid>,
+}
+
+/// A lease on an order: the right to call upstream for it until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub order_id: OrderId,
+    pub until: OffsetDateTime,
+}
+
+/// What `POST /orders` with an `Idempotency-Key` came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyedCreate {
+    /// First use of the key: this order was created.
+    Created(Order),
+    /// The key was used before for the same request: that order's id.
+    Replayed(OrderId),
+    /// The key was used before for a different request.
+    KeyReused,
+}
+
+/// An idempotent creation request.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyKey<'a> {
+    pub key: &'a str,
+    /// The validated request in canonical form, to compare repeats.
+    pub request: &'a str,
+    pub expires_at: OffsetDateTime,
 }
 
 pub type Result<T, E = RepositoryError> = std::result::Result<T, E>;
@@ -174,18 +221,94 @@ impl OrdersRepository {
         }
     }
 
-    /// Moves an order to `to` if, and only if, its status is one of `from`
-    /// at that instant: of two racing requests exactly one wins.
-    pub async fn transition(
+    /// Creates an order under an idempotency key, or tells what the key
+    /// already stands for.
+    pub async fn create_with_key(
+        &self,
+        owner: &str,
+        order: &NewOrder,
+        key: IdempotencyKey<'_>,
+    ) -> Result<KeyedCreate> {
+        match &self.db {
+            Database::Postgres(pool) => postgres::create_with_key(pool, owner, order, key).await,
+            Database::Sqlite(pool) => sqlite::create_with_key(pool, owner, order, key).await,
+        }
+    }
+
+    /// Deletes idempotency keys that expired before `now`.
+    pub async fn purge_expired_keys(&self, now: OffsetDateTime) -> Result<u64> {
+        match &self.db {
+            Database::Postgres(pool) => postgres::purge_expired_keys(pool, now).await,
+            Database::Sqlite(pool) => sqlite::purge_expired_keys(pool, now).await,
+        }
+    }
+
+    pub async fn lifecycle_state(&self, owner: &str, id: OrderId) -> Result<LifecycleState> {
+        match &self.db {
+            Database::Postgres(pool) => postgres::lifecycle_state(pool, owner, id).await,
+            Database::Sqlite(pool) => sqlite::lifecycle_state(pool, owner, id).await,
+        }
+    }
+
+    /// Takes the lease on an order in `status`; `None` when the order is
+    /// in another status or another request holds a live lease.
+    pub async fn claim(
         &self,
         owner: &str,
         id: OrderId,
-        from: &[OrderStatus],
-        to: OrderStatus,
-    ) -> Result<Order> {
+        status: OrderStatus,
+        until: OffsetDateTime,
+    ) -> Result<Option<Lease>> {
+        let now = crate::domain::order::now_micros();
+        let claimed = match &self.db {
+            Database::Postgres(pool) => {
+                postgres::claim(pool, owner, id, status, until, now).await?
+            }
+            Database::Sqlite(pool) => sqlite::claim(pool, owner, id, status, until, now).await?,
+        };
+        Ok(claimed.then_some(Lease {
+            order_id: id,
+            until,
+        }))
+    }
+
+    /// Gives a lease back after a failed upstream call.
+    pub async fn release(&self, lease: Lease) -> Result<()> {
         match &self.db {
-            Database::Postgres(pool) => postgres::transition(pool, owner, id, from, to).await,
-            Database::Sqlite(pool) => sqlite::transition(pool, owner, id, from, to).await,
+            Database::Postgres(pool) => postgres::release(pool, lease).await,
+            Database::Sqlite(pool) => sqlite::release(pool, lease).await,
+        }
+    }
+
+    /// Records the outcome of an upstream call made under `lease`: moves the
+    /// order from `from` to `to`. `false` when the lease was lost meanwhile.
+    pub async fn complete(
+        &self,
+        lease: Lease,
+        from: OrderStatus,
+        to: OrderStatus,
+        payment_id: Option<Uuid>,
+        schedule_id: Option<Uuid>,
+    ) -> Result<bool> {
+        let step = Step {
+            lease,
+            from,
+            to,
+            payment_id,
+            schedule_id,
+        };
+        match &self.db {
+            Database::Postgres(pool) => postgres::complete(pool, step).await,
+            Database::Sqlite(pool) => sqlite::complete(pool, step).await,
+        }
+    }
+
+    /// Cancels a `created` or `paid` order unless a payment is under way.
+    pub async fn cancel_unclaimed(&self, owner: &str, id: OrderId) -> Result<bool> {
+        let now = crate::domain::order::now_micros();
+        match &self.db {
+            Database::Postgres(pool) => postgres::cancel_unclaimed(pool, owner, id, now).await,
+            Database::Sqlite(pool) => sqlite::cancel_unclaimed(pool, owner, id, now).await,
         }
     }
 

@@ -1,11 +1,14 @@
 //! PostgreSQL: native `uuid` and `timestamptz`, items written with one
 //! `UNNEST` statement so a create is a single round trip.
 
-use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, postgres::PgRow};
+use sqlx::{PgPool, Postgres, Row, postgres::PgRow};
 use uuid::Uuid;
 
 use super::rows::{self, ItemRow};
-use super::{Cursor, PageRequest, RepositoryError, Result, sql};
+use super::{
+    Cursor, IdempotencyKey, KeyedCreate, Lease, LifecycleState, PageRequest, RepositoryError,
+    Result, Step, sql,
+};
 use crate::domain::order::now_micros;
 use crate::domain::{NewOrder, Order, OrderId, OrderItems, OrderStatus};
 
@@ -64,7 +67,12 @@ fn item_rows(rows: Vec<PgRow>) -> Result<Vec<ItemRow>> {
         .collect::<Result<_, sqlx::Error>>()?)
 }
 
-pub async fn create(pool: &PgPool, owner: &str, order: &NewOrder) -> Result<Order> {
+/// The order and its items in one statement (atomic on its own).
+async fn insert_order(
+    executor: impl sqlx::Executor<'_, Database = Postgres>,
+    owner: &str,
+    order: &NewOrder,
+) -> Result<Order> {
     let id = Uuid::now_v7();
     let created = now_micros();
     let columns = ItemColumns::of(&order.items);
@@ -76,7 +84,7 @@ pub async fn create(pool: &PgPool, owner: &str, order: &NewOrder) -> Result<Orde
         .bind(&columns.products)
         .bind(&columns.sizes)
         .bind(&columns.quantities)
-        .execute(pool)
+        .execute(executor)
         .await?;
     Ok(Order {
         id,
@@ -84,6 +92,134 @@ pub async fn create(pool: &PgPool, owner: &str, order: &NewOrder) -> Result<Orde
         status: OrderStatus::Created,
         items: order.items.clone(),
     })
+}
+
+pub async fn create(pool: &PgPool, owner: &str, order: &NewOrder) -> Result<Order> {
+    insert_order(pool, owner, order).await
+}
+
+pub async fn create_with_key(
+    pool: &PgPool,
+    owner: &str,
+    order: &NewOrder,
+    key: IdempotencyKey<'_>,
+) -> Result<KeyedCreate> {
+    let mut tx = pool.begin().await?;
+    let created = insert_order(&mut *tx, owner, order).await?;
+    // A concurrent request with the same key waits here for ours to commit,
+    // then finds the key taken.
+    let owned: Option<Uuid> = sqlx::query_scalar(sql::UPSERT_KEY)
+        .bind(owner)
+        .bind(key.key)
+        .bind(key.request)
+        .bind(created.id)
+        .bind(key.expires_at)
+        .bind(now_micros())
+        .fetch_optional(&mut *tx)
+        .await?;
+    if owned.is_some() {
+        tx.commit().await?;
+        return Ok(KeyedCreate::Created(created));
+    }
+    tx.rollback().await?;
+    let previous: Option<(String, Uuid)> = sqlx::query_as(sql::LOOKUP_KEY)
+        .bind(owner)
+        .bind(key.key)
+        .fetch_optional(pool)
+        .await?;
+    Ok(match previous {
+        Some((request, id)) if request == key.request => KeyedCreate::Replayed(id),
+        Some(_) => KeyedCreate::KeyReused,
+        // Purged between the two statements: the key is free again.
+        None => Box::pin(create_with_key(pool, owner, order, key)).await?,
+    })
+}
+
+pub async fn purge_expired_keys(pool: &PgPool, now: time::OffsetDateTime) -> Result<u64> {
+    Ok(sqlx::query(sql::PURGE_KEYS)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+pub async fn lifecycle_state(pool: &PgPool, owner: &str, id: OrderId) -> Result<LifecycleState> {
+    let row: Option<(String, Option<time::OffsetDateTime>, Option<Uuid>)> =
+        sqlx::query_as(sql::LIFECYCLE_STATE)
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(pool)
+            .await?;
+    let (status, claimed_until, schedule_id) = row.ok_or(RepositoryError::NotFound)?;
+    Ok(LifecycleState {
+        status: status
+            .parse()
+            .map_err(|e: crate::domain::status::UnknownStatus| {
+                RepositoryError::Corrupt(e.to_string())
+            })?,
+        claimed_until,
+        schedule_id,
+    })
+}
+
+pub async fn claim(
+    pool: &PgPool,
+    owner: &str,
+    id: OrderId,
+    status: OrderStatus,
+    until: time::OffsetDateTime,
+    now: time::OffsetDateTime,
+) -> Result<bool> {
+    let claimed = sqlx::query(sql::CLAIM)
+        .bind(id)
+        .bind(owner)
+        .bind(status.as_str())
+        .bind(until)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(claimed == 1)
+}
+
+pub async fn release(pool: &PgPool, lease: Lease) -> Result<()> {
+    sqlx::query(sql::RELEASE)
+        .bind(lease.order_id)
+        .bind(lease.until)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn complete(pool: &PgPool, step: Step) -> Result<bool> {
+    let done = sqlx::query(sql::COMPLETE)
+        .bind(step.lease.order_id)
+        .bind(step.from.as_str())
+        .bind(step.to.as_str())
+        .bind(now_micros())
+        .bind(step.payment_id)
+        .bind(step.schedule_id)
+        .bind(step.lease.until)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(done == 1)
+}
+
+pub async fn cancel_unclaimed(
+    pool: &PgPool,
+    owner: &str,
+    id: OrderId,
+    now: time::OffsetDateTime,
+) -> Result<bool> {
+    let cancelled = sqlx::query(sql::CANCEL_UNCLAIMED)
+        .bind(id)
+        .bind(owner)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(cancelled == 1)
 }
 
 pub async fn get(pool: &PgPool, owner: &str, id: OrderId) -> Result<Order> {
@@ -162,35 +298,6 @@ pub async fn delete(pool: &PgPool, owner: &str, id: OrderId) -> Result<()> {
         return Err(rows::refusal(status_of(pool, owner, id).await?));
     }
     Ok(())
-}
-
-pub async fn transition(
-    pool: &PgPool,
-    owner: &str,
-    id: OrderId,
-    from: &[OrderStatus],
-    to: OrderStatus,
-) -> Result<Order> {
-    // The update and the read of the items are one statement, so the order
-    // returned is exactly the one this request moved.
-    let statement = format!(
-        "WITH moved AS (UPDATE orders SET status = $3, updated = $4 \
-             WHERE id = $1 AND owner = $2 AND {} RETURNING id, created, status) \
-         SELECT m.id, m.created, m.status, i.product, i.size, i.quantity \
-         FROM moved m JOIN order_items i ON i.order_id = m.id ORDER BY i.position",
-        sql::status_in(from)
-    );
-    let rows = sqlx::query(AssertSqlSafe(statement))
-        .bind(id)
-        .bind(owner)
-        .bind(to.as_str())
-        .bind(now_micros())
-        .fetch_all(pool)
-        .await?;
-    if rows.is_empty() {
-        return Err(rows::refusal(status_of(pool, owner, id).await?));
-    }
-    rows::single(item_rows(rows)?)
 }
 
 pub async fn schema_version(pool: &PgPool) -> Result<Option<i64>> {

@@ -54,15 +54,6 @@ pub fn list(filter: super::ListFilter, has_cursor: bool) -> &'static str {
     LIST[row][usize::from(has_cursor)]
 }
 
-/// `status IN ('a', 'b')` from the enum's own names (never from input).
-pub fn status_in(statuses: &[crate::domain::OrderStatus]) -> String {
-    let names: Vec<String> = statuses
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect();
-    format!("status IN ({})", names.join(", "))
-}
-
 /// Creation of a `created` order; `$3` is both its creation and update time.
 pub const INSERT_ORDER: &str = "INSERT INTO orders (id, owner, status, created, updated) \
      VALUES ($1, $2, 'created', $3, $3)";
@@ -76,10 +67,59 @@ pub const DELETE_ORDER: &str = "DELETE FROM orders WHERE id = $1 AND owner = $2 
 pub const TOUCH_CREATED: &str = "UPDATE orders SET updated = $3 \
      WHERE id = $1 AND owner = $2 AND status = 'created' RETURNING created";
 
+/// What the lifecycle needs to decide its next step.
+pub const LIFECYCLE_STATE: &str =
+    "SELECT status, claimed_until, schedule_id FROM orders WHERE id = $1 AND owner = $2";
+
+/// Takes the lease to call upstream for an order in status `$3`, unless a
+/// live lease (one ending after `$5`, now) is held by another request.
+pub const CLAIM: &str = "UPDATE orders SET claimed_until = $4 \
+     WHERE id = $1 AND owner = $2 AND status = $3 \
+     AND (claimed_until IS NULL OR claimed_until < $5)";
+
+/// Gives a lease back after a failed call (only our own: `$2` is its end).
+pub const RELEASE: &str =
+    "UPDATE orders SET claimed_until = NULL WHERE id = $1 AND claimed_until = $2";
+
+/// Records what the upstream call achieved and drops the lease, only if this
+/// request still holds it and the status is still the one it started from.
+pub const COMPLETE: &str = "UPDATE orders SET status = $3, updated = $4, claimed_until = NULL, \
+     payment_id = COALESCE($5, payment_id), schedule_id = COALESCE($6, schedule_id) \
+     WHERE id = $1 AND status = $2 AND claimed_until = $7";
+
+/// Cancels a `created` or `paid` order (see `OrderStatus::cancellation`),
+/// unless a payment of it is under way.
+pub const CANCEL_UNCLAIMED: &str = "UPDATE orders SET status = 'cancelled', updated = $3 \
+     WHERE id = $1 AND owner = $2 AND status IN ('created', 'paid') \
+     AND (claimed_until IS NULL OR claimed_until < $3)";
+
+/// Records an idempotency key for a new order, unless a live one exists
+/// (an expired one is replaced). Returns a row only when this request owns it.
+pub const UPSERT_KEY: &str = "INSERT INTO idempotency_keys (owner, key, request, order_id, expires_at) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (owner, key) DO UPDATE SET request = excluded.request, \
+         order_id = excluded.order_id, expires_at = excluded.expires_at \
+     WHERE idempotency_keys.expires_at < $6 \
+     RETURNING order_id";
+
+pub const LOOKUP_KEY: &str =
+    "SELECT request, order_id FROM idempotency_keys WHERE owner = $1 AND key = $2";
+
+pub const PURGE_KEYS: &str = "DELETE FROM idempotency_keys WHERE expires_at < $1";
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::OrderStatus;
+
+    /// `status IN ('a', 'b')` from the enum's own names.
+    fn status_in(statuses: &[OrderStatus]) -> String {
+        let names: Vec<String> = statuses
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        format!("status IN ({})", names.join(", "))
+    }
 
     #[test]
     fn delete_matches_the_domain_rule() {
@@ -87,6 +127,15 @@ mod tests {
         assert!(
             DELETE_ORDER.ends_with(&status_in(&allowed)),
             "{DELETE_ORDER}"
+        );
+    }
+
+    #[test]
+    fn direct_cancel_matches_the_domain_rule() {
+        let allowed: Vec<OrderStatus> = OrderStatus::directly_cancellable().collect();
+        assert!(
+            CANCEL_UNCLAIMED.contains(&status_in(&allowed)),
+            "{CANCEL_UNCLAIMED}"
         );
     }
 

@@ -2,12 +2,15 @@
 //! both sort and compare exactly as on PostgreSQL.
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool};
+use sqlx::{Row, Sqlite, SqlitePool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::rows::{self, ItemRow};
-use super::{Cursor, PageRequest, RepositoryError, Result, sql};
+use super::{
+    Cursor, IdempotencyKey, KeyedCreate, Lease, LifecycleState, PageRequest, RepositoryError,
+    Result, Step, sql,
+};
 use crate::domain::order::now_micros;
 use crate::domain::{NewOrder, Order, OrderId, OrderItems, OrderStatus};
 
@@ -64,24 +67,161 @@ async fn insert_items(
     Ok(())
 }
 
-pub async fn create(pool: &SqlitePool, owner: &str, order: &NewOrder) -> Result<Order> {
+async fn insert_order(
+    conn: &mut sqlx::SqliteConnection,
+    owner: &str,
+    order: &NewOrder,
+) -> Result<Order> {
     let id = Uuid::now_v7();
     let created = now_micros();
-    let mut tx = pool.begin().await?;
     sqlx::query(sql::INSERT_ORDER)
         .bind(text(id))
         .bind(owner)
         .bind(micros(created))
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    insert_items(&mut tx, id, &order.items).await?;
-    tx.commit().await?;
+    insert_items(conn, id, &order.items).await?;
     Ok(Order {
         id,
         created,
         status: OrderStatus::Created,
         items: order.items.clone(),
     })
+}
+
+pub async fn create(pool: &SqlitePool, owner: &str, order: &NewOrder) -> Result<Order> {
+    let mut tx = pool.begin().await?;
+    let order = insert_order(&mut tx, owner, order).await?;
+    tx.commit().await?;
+    Ok(order)
+}
+
+pub async fn create_with_key(
+    pool: &SqlitePool,
+    owner: &str,
+    order: &NewOrder,
+    key: IdempotencyKey<'_>,
+) -> Result<KeyedCreate> {
+    let mut tx = pool.begin().await?;
+    let created = insert_order(&mut tx, owner, order).await?;
+    let owned: Option<String> = sqlx::query_scalar(sql::UPSERT_KEY)
+        .bind(owner)
+        .bind(key.key)
+        .bind(key.request)
+        .bind(text(created.id))
+        .bind(micros(key.expires_at))
+        .bind(micros(now_micros()))
+        .fetch_optional(&mut *tx)
+        .await?;
+    if owned.is_some() {
+        tx.commit().await?;
+        return Ok(KeyedCreate::Created(created));
+    }
+    tx.rollback().await?;
+    let previous: Option<(String, String)> = sqlx::query_as(sql::LOOKUP_KEY)
+        .bind(owner)
+        .bind(key.key)
+        .fetch_optional(pool)
+        .await?;
+    Ok(match previous {
+        Some((request, id)) if request == key.request => KeyedCreate::Replayed(
+            Uuid::parse_str(&id).map_err(|e| RepositoryError::Corrupt(e.to_string()))?,
+        ),
+        Some(_) => KeyedCreate::KeyReused,
+        None => Box::pin(create_with_key(pool, owner, order, key)).await?,
+    })
+}
+
+pub async fn purge_expired_keys(pool: &SqlitePool, now: OffsetDateTime) -> Result<u64> {
+    Ok(sqlx::query(sql::PURGE_KEYS)
+        .bind(micros(now))
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+pub async fn lifecycle_state(
+    pool: &SqlitePool,
+    owner: &str,
+    id: OrderId,
+) -> Result<LifecycleState> {
+    let row: Option<(String, Option<i64>, Option<String>)> = sqlx::query_as(sql::LIFECYCLE_STATE)
+        .bind(text(id))
+        .bind(owner)
+        .fetch_optional(pool)
+        .await?;
+    let (status, claimed_until, schedule_id) = row.ok_or(RepositoryError::NotFound)?;
+    let corrupt = |e: String| RepositoryError::Corrupt(e);
+    Ok(LifecycleState {
+        status: status
+            .parse()
+            .map_err(|e: crate::domain::status::UnknownStatus| corrupt(e.to_string()))?,
+        claimed_until: claimed_until.map(from_micros).transpose()?,
+        schedule_id: schedule_id
+            .map(|id| Uuid::parse_str(&id))
+            .transpose()
+            .map_err(|e| corrupt(e.to_string()))?,
+    })
+}
+
+pub async fn claim(
+    pool: &SqlitePool,
+    owner: &str,
+    id: OrderId,
+    status: OrderStatus,
+    until: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<bool> {
+    let claimed = sqlx::query(sql::CLAIM)
+        .bind(text(id))
+        .bind(owner)
+        .bind(status.as_str())
+        .bind(micros(until))
+        .bind(micros(now))
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(claimed == 1)
+}
+
+pub async fn release(pool: &SqlitePool, lease: Lease) -> Result<()> {
+    sqlx::query(sql::RELEASE)
+        .bind(text(lease.order_id))
+        .bind(micros(lease.until))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn complete(pool: &SqlitePool, step: Step) -> Result<bool> {
+    let done = sqlx::query(sql::COMPLETE)
+        .bind(text(step.lease.order_id))
+        .bind(step.from.as_str())
+        .bind(step.to.as_str())
+        .bind(micros(now_micros()))
+        .bind(step.payment_id.map(text))
+        .bind(step.schedule_id.map(text))
+        .bind(micros(step.lease.until))
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(done == 1)
+}
+
+pub async fn cancel_unclaimed(
+    pool: &SqlitePool,
+    owner: &str,
+    id: OrderId,
+    now: OffsetDateTime,
+) -> Result<bool> {
+    let cancelled = sqlx::query(sql::CANCEL_UNCLAIMED)
+        .bind(text(id))
+        .bind(owner)
+        .bind(micros(now))
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(cancelled == 1)
 }
 
 pub async fn get(pool: &SqlitePool, owner: &str, id: OrderId) -> Result<Order> {
@@ -159,31 +299,6 @@ pub async fn delete(pool: &SqlitePool, owner: &str, id: OrderId) -> Result<()> {
         return Err(rows::refusal(status_of(pool, owner, id).await?));
     }
     Ok(())
-}
-
-pub async fn transition(
-    pool: &SqlitePool,
-    owner: &str,
-    id: OrderId,
-    from: &[OrderStatus],
-    to: OrderStatus,
-) -> Result<Order> {
-    let statement = format!(
-        "UPDATE orders SET status = $3, updated = $4 WHERE id = $1 AND owner = $2 AND {}",
-        sql::status_in(from)
-    );
-    let moved = sqlx::query(AssertSqlSafe(statement))
-        .bind(text(id))
-        .bind(owner)
-        .bind(to.as_str())
-        .bind(micros(now_micros()))
-        .execute(pool)
-        .await?
-        .rows_affected();
-    if moved == 0 {
-        return Err(rows::refusal(status_of(pool, owner, id).await?));
-    }
-    get(pool, owner, id).await
 }
 
 pub async fn schema_version(pool: &SqlitePool) -> Result<Option<i64>> {

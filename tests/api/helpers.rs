@@ -255,12 +255,45 @@ impl TestApp {
 
     /// Puts an order into any status directly in the database, to reach
     /// states that only other services (kitchen, delivery) can cause.
+    /// A `progress` order also gets a schedule id, as a real one has.
     pub async fn force_status(&self, id: Uuid, status: OrderStatus) {
+        let schedule = (status == OrderStatus::Progress).then(Uuid::new_v4);
+        const SQL: &str =
+            "UPDATE orders SET status = $1, schedule_id = COALESCE($3, schedule_id) WHERE id = $2";
         match DatabaseUrl::parse(&self.db.url).unwrap() {
             DatabaseUrl::Postgres(url) => {
                 let mut conn = PgConnection::connect(&url).await.unwrap();
-                sqlx::query("UPDATE orders SET status = $1 WHERE id = $2")
+                sqlx::query(SQL)
                     .bind(status.as_str())
+                    .bind(id)
+                    .bind(schedule)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            DatabaseUrl::Sqlite(url) => {
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query(SQL)
+                    .bind(status.as_str())
+                    .bind(id.hyphenated())
+                    .bind(schedule.map(|s| s.hyphenated()))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Sets the order's upstream lease to end `seconds` from now (negative:
+    /// already expired), as a request that died mid-call would leave it.
+    pub async fn force_lease(&self, id: Uuid, seconds: i64) {
+        let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds);
+        const SQL: &str = "UPDATE orders SET claimed_until = $1 WHERE id = $2";
+        match DatabaseUrl::parse(&self.db.url).unwrap() {
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = PgConnection::connect(&url).await.unwrap();
+                sqlx::query(SQL)
+                    .bind(until)
                     .bind(id)
                     .execute(&mut conn)
                     .await
@@ -268,14 +301,26 @@ impl TestApp {
             }
             DatabaseUrl::Sqlite(url) => {
                 let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                sqlx::query("UPDATE orders SET status = $1 WHERE id = $2")
-                    .bind(status.as_str())
+                let micros = (until.unix_timestamp_nanos() / 1_000) as i64;
+                sqlx::query(SQL)
+                    .bind(micros)
                     .bind(id.hyphenated())
                     .execute(&mut conn)
                     .await
                     .unwrap();
             }
         }
+    }
+
+    /// The order's status as stored.
+    pub async fn status_of(&self, id: Uuid) -> String {
+        let order: Value = self
+            .get(&format!("/orders/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        order["status"].as_str().unwrap().to_owned()
     }
 
     /// Stops the service the way SIGTERM does and waits for it to finish.

@@ -6,6 +6,7 @@ mod helpers;
 
 mod framework;
 mod health;
+mod idempotency;
 mod lifecycle;
 mod migrate;
 mod openapi;
@@ -13,3 +14,4 @@ mod orders_create;
 mod orders_list;
 mod orders_read;
 mod orders_update;
+mod upstreams;

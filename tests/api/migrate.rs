@@ -2,6 +2,7 @@
 
 use std::process::{Command, Output};
 
+use orders_service::db::migrations;
 use sqlx::Connection;
 
 use crate::helpers::{Backend, TestDatabase};
@@ -45,7 +46,7 @@ async fn migrate_applies_the_schema_then_a_second_run_is_a_no_op() {
         "{}",
         stdout(&second)
     );
-    assert_eq!(history_rows(&db.url).await, 1);
+    assert_eq!(history_rows(&db.url).await, migrations::expected_version());
 }
 
 #[tokio::test]
@@ -65,7 +66,7 @@ async fn two_migrate_runs_started_together_both_succeed_and_apply_once() {
         .filter(|o| stdout(o).contains("applied V1"))
         .count();
     assert_eq!(applied, 1, "exactly one run applied the migration");
-    assert_eq!(history_rows(&db.url).await, 1);
+    assert_eq!(history_rows(&db.url).await, migrations::expected_version());
 }
 
 #[tokio::test]

@@ -1,0 +1,104 @@
+//! Clients of the payments and kitchen services.
+//!
+//! Each sits behind a trait so tests and other transports can stand in;
+//! the HTTP implementations share one `reqwest` client (one connection pool,
+//! one TLS configuration) with connect and whole-call timeouts.
+
+pub mod kitchen;
+pub mod payments;
+
+use std::time::Duration;
+
+pub use kitchen::{Kitchen, KitchenClient};
+pub use payments::{Payment, PaymentStatus, Payments, PaymentsClient};
+
+/// How a call to another service failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made (refused, DNS, reset before answering).
+    #[error("cannot connect: {0}")]
+    Unreachable(String),
+    /// It answered 503: it says it cannot serve now.
+    #[error("answered 503 Service Unavailable")]
+    Unavailable,
+    #[error("no answer within the timeout")]
+    Timeout,
+    /// An answer outside the contract: other status, or a body that does not parse.
+    #[error("{0}")]
+    BadResponse(String),
+}
+
+/// The client every upstream call uses.
+pub fn http_client(connect_timeout: Duration, timeout: Duration) -> reqwest::Client {
+    // rustls needs a process-wide crypto provider; installing it twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .timeout(timeout)
+        .user_agent(concat!("orders-service/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a client with these settings always builds")
+}
+
+impl From<reqwest::Error> for UpstreamError {
+    fn from(err: reqwest::Error) -> Self {
+        if err.is_timeout() {
+            UpstreamError::Timeout
+        } else if err.is_connect() || err.is_request() {
+            UpstreamError::Unreachable(root_cause(&err))
+        } else if err.is_decode() || err.is_body() {
+            UpstreamError::BadResponse(format!("unreadable body: {}", root_cause(&err)))
+        } else {
+            UpstreamError::Unreachable(root_cause(&err))
+        }
+    }
+}
+
+/// The innermost error message ("Connection refused"), not reqwest's wrapper.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}
+
+/// Reads a success body of the expected status, or explains what came instead.
+async fn expect_json<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+    expected: reqwest::StatusCode,
+) -> Result<T, UpstreamError> {
+    let status = response.status();
+    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        return Err(UpstreamError::Unavailable);
+    }
+    if status != expected {
+        return Err(UpstreamError::BadResponse(format!(
+            "answered {status} instead of {expected}"
+        )));
+    }
+    let bytes = response.bytes().await?;
+    serde_json::from_slice(&bytes).map_err(|err| {
+        UpstreamError::BadResponse(format!("answered a body outside its contract: {err}"))
+    })
+}
+
+/// `base` + `path`, tolerating a trailing slash on the configured URL.
+fn join(base: &str, path: &str) -> String {
+    format!("{}{}", base.trim_end_matches('/'), path)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn join_tolerates_trailing_slashes() {
+        assert_eq!(
+            super::join("http://p:80/", "/payments"),
+            "http://p:80/payments"
+        );
+        assert_eq!(
+            super::join("http://p/api", "/payments"),
+            "http://p/api/payments"
+        );
+    }
+}
