@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod http;
 pub mod lifecycle;
+pub mod metrics;
 pub mod readiness;
 pub mod repository;
 pub mod startup;

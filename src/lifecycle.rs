@@ -17,6 +17,7 @@ use crate::domain::order::now_micros;
 use crate::domain::status::{Cancellation, PaymentStep};
 use crate::domain::{Order, OrderId, OrderStatus};
 use crate::http::error::{ApiError, Upstream};
+use crate::metrics::Metrics;
 use crate::repository::{Lease, OrdersRepository};
 use crate::upstream::{Kitchen, PaymentStatus, Payments, UpstreamError};
 
@@ -27,6 +28,7 @@ pub struct OrderLifecycle {
     kitchen: Option<Arc<dyn Kitchen>>,
     /// How long a lease lasts: longer than any upstream call may take.
     lease: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl OrderLifecycle {
@@ -36,12 +38,14 @@ impl OrderLifecycle {
         payments: Option<Arc<dyn Payments>>,
         kitchen: Option<Arc<dyn Kitchen>>,
         upstream_timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             repo,
             payments,
             kitchen,
             lease: upstream_timeout * 2 + Duration::from_secs(5),
+            metrics,
         }
     }
 
@@ -81,7 +85,16 @@ impl OrderLifecycle {
                 .await;
         };
         let payment = match payments.charge(id).await {
-            Ok(payment) => payment,
+            Ok(payment) => {
+                let outcome = match payment.status {
+                    PaymentStatus::Paid => "ok",
+                    PaymentStatus::Invalid => "declined",
+                    PaymentStatus::Pending => "pending",
+                };
+                self.metrics
+                    .upstream_call(Upstream::Payments.name(), outcome);
+                payment
+            }
             Err(err) => return Err(self.give_back(lease, Upstream::Payments, err).await),
         };
         match payment.status {
@@ -134,7 +147,10 @@ impl OrderLifecycle {
         };
         let order = self.repo.get(owner, id).await?;
         let schedule_id = match kitchen.schedule(id, &order.items).await {
-            Ok(schedule_id) => schedule_id,
+            Ok(schedule_id) => {
+                self.metrics.upstream_call(Upstream::Kitchen.name(), "ok");
+                schedule_id
+            }
             Err(err) => return Err(self.give_back(lease, Upstream::Kitchen, err).await),
         };
         if !self
@@ -194,6 +210,7 @@ impl OrderLifecycle {
         if let Err(err) = kitchen.cancel(schedule_id).await {
             return Err(self.give_back(lease, Upstream::Kitchen, err).await);
         }
+        self.metrics.upstream_call(Upstream::Kitchen.name(), "ok");
         if self
             .repo
             .complete(
@@ -257,6 +274,13 @@ impl OrderLifecycle {
     async fn give_back(&self, lease: Lease, upstream: Upstream, err: UpstreamError) -> ApiError {
         tracing::warn!(order_id = %lease.order_id, service = upstream.name(), error = %err, "upstream call failed");
         self.release(lease).await;
+        let outcome = match err {
+            UpstreamError::Unreachable(_) => "unreachable",
+            UpstreamError::Unavailable => "unavailable",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::BadResponse(_) => "bad_response",
+        };
+        self.metrics.upstream_call(upstream.name(), outcome);
         match err {
             UpstreamError::Unreachable(reason) => ApiError::UpstreamUnavailable(upstream, reason),
             UpstreamError::Unavailable => {

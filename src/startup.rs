@@ -12,6 +12,7 @@ use crate::config::{DatabaseUrl, Settings};
 use crate::db::{Database, PoolSettings, migrations};
 use crate::http::{self, AppState, HttpSettings};
 use crate::lifecycle::OrderLifecycle;
+use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::repository::OrdersRepository;
 use crate::upstream::{self, Kitchen, KitchenClient, Payments, PaymentsClient};
@@ -77,13 +78,16 @@ impl Application {
                 tracing::warn!("{variable} is not set: paying for orders answers 503");
             }
         }
+        let metrics = Arc::new(Metrics::new());
         let state = AppState {
             lifecycle: Arc::new(OrderLifecycle::new(
                 repo.clone(),
                 payments,
                 kitchen,
                 settings.upstream_timeout(),
+                metrics.clone(),
             )),
+            metrics,
             readiness: Arc::new(Readiness::new(migrations::expected_version())),
             max_body_bytes: settings.max_body_bytes,
             idempotency_key_ttl: settings.idempotency_key_ttl(),

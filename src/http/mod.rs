@@ -113,6 +113,7 @@ fn log_response(response: &Response, latency: Duration, span: &Span) {
 
 /// The whole application, ready to serve or to drive with `oneshot` in tests.
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
+    let metrics = state.metrics.clone();
     let api = Router::new()
         .merge(orders::routes())
         .merge(health::routes())
@@ -128,6 +129,10 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         ))
         .layer(cors(settings.cors_origins.as_deref()))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)

@@ -10,6 +10,7 @@ pub struct AppState {
     pub repo: OrdersRepository,
     pub lifecycle: Arc<OrderLifecycle>,
     pub readiness: Arc<Readiness>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Echoed in 413 responses.
     pub max_body_bytes: usize,
     /// How long an `Idempotency-Key` of `POST /orders` is remembered.

@@ -8,6 +8,7 @@ mod framework;
 mod health;
 mod idempotency;
 mod lifecycle;
+mod metrics;
 mod migrate;
 mod openapi;
 mod orders_create;

@@ -1,0 +1,180 @@
+//! Prometheus metrics: requests by route template and status, latency,
+//! database pool use, and calls to the upstream services.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::db::Database;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    /// The route template (`/orders/{order_id}`), never the raw path, so
+    /// ids do not explode the number of series.
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    service: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    state: String,
+}
+
+type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: LatencyFamily,
+    upstream: Family<UpstreamLabels, Counter>,
+    pool: Family<PoolLabels, Gauge>,
+}
+
+/// 0.5 ms to ~16 s: covers a cached read and a slow upstream call.
+fn latency_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0005, 2.0, 16,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("orders");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
+        let upstream = Family::<UpstreamLabels, Counter>::default();
+        let pool = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route template and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer HTTP requests, by method and route template",
+            latency.clone(),
+        );
+        registry.register(
+            "upstream_calls",
+            "Calls to the payments and kitchen services, by outcome",
+            upstream.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Database connections held by the pool, in use or idle",
+            pool.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            upstream,
+            pool,
+        }
+    }
+
+    pub fn observe_request(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
+        let (method, route) = (method.as_str().to_owned(), route.to_owned());
+        self.latency
+            .get_or_create(&RouteLabels {
+                method: method.clone(),
+                route: route.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route,
+                status,
+            })
+            .inc();
+    }
+
+    /// `outcome`: `ok`, `declined`, `pending`, `unreachable`, `unavailable`,
+    /// `timeout` or `bad_response`.
+    pub fn upstream_call(&self, service: &str, outcome: &str) {
+        self.upstream
+            .get_or_create(&UpstreamLabels {
+                service: service.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The exposition, with the pool gauges read now.
+    pub fn render(&self, db: &Database) -> String {
+        let (in_use, idle) = db.pool_usage();
+        for (state, value) in [("in_use", in_use), ("idle", idle)] {
+            self.pool
+                .get_or_create(&PoolLabels {
+                    state: state.to_owned(),
+                })
+                .set(i64::from(value));
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Middleware: counts and times every request under its route template.
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    metrics.observe_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// `GET /metrics`.
+pub async fn expose(State(state): State<crate::http::AppState>) -> Response {
+    let body = state.metrics.render(state.repo.database());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
