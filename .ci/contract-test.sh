@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Contract fuzzing: schemathesis generates requests from the committed
 # oas.yaml and checks every answer against it (all checks), against the
-# service built by the tests, on PostgreSQL, with fake upstreams so that
-# pay and cancel can succeed. Fails under 1,000 generated cases.
+# service built by the tests, on PostgreSQL, with authentication on (a key
+# and token made here) and fake upstreams so that pay and cancel can
+# succeed. Fails under 1,000 generated cases.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,8 +28,20 @@ pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+    rm -rf "${KEYS:-/nonexistent}"
 }
 trap cleanup EXIT
+
+# A throwaway RSA key and an RS256 token signed with it.
+KEYS="$(mktemp -d)"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$KEYS/private.pem" 2>/dev/null
+openssl pkey -in "$KEYS/private.pem" -pubout -out "$KEYS/public.pem"
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+now="$(date +%s)"
+jwt_header="$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)"
+jwt_claims="$(printf '{"sub":"contract-run","aud":"orders-api","iat":%d,"exp":%d}' "$now" "$((now + 3600))" | b64url)"
+jwt_signature="$(printf '%s.%s' "$jwt_header" "$jwt_claims" | openssl dgst -sha256 -sign "$KEYS/private.pem" -binary | b64url)"
+TOKEN="$jwt_header.$jwt_claims.$jwt_signature"
 
 psql "$ADMIN_URL" -qc "CREATE DATABASE $DB"
 DB_URL="$BASE_URL/$DB" target/debug/migrate
@@ -36,6 +49,7 @@ DB_URL="$BASE_URL/$DB" target/debug/migrate
 python3 .ci/fake_upstreams.py "$UPSTREAM_PORT" &
 pids+=($!)
 DB_URL="$BASE_URL/$DB" PORT="$PORT" RUST_LOG=warn \
+    AUTH_ON=true JWT_PUBLIC_KEY_FILE="$KEYS/public.pem" JWT_AUDIENCE=orders-api \
     PAYMENTS_URL="http://127.0.0.1:$UPSTREAM_PORT" KITCHEN_URL="http://127.0.0.1:$UPSTREAM_PORT" \
     target/debug/orders-service > target/contract-server.log 2>&1 &
 pids+=($!)
@@ -47,8 +61,8 @@ curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { cat target/contract-ser
 
 # One worker: schemathesis' coverage phase is not thread-safe in this version.
 status=0
-SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=.ci \
-    "$VENV/bin/st" run oas.yaml --url "http://127.0.0.1:$PORT" \
+CONTRACT_TOKEN="$TOKEN" SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=.ci \
+    "$VENV/bin/st" --config-file .ci/schemathesis.toml run oas.yaml --url "http://127.0.0.1:$PORT" \
     --checks all --max-examples 150 --workers 1 --seed "$SEED" --no-color \
     > target/contract-report.txt 2>&1 || status=$?
 tail -n 25 target/contract-report.txt

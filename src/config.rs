@@ -29,6 +29,12 @@ pub const VARIABLES: &[&str] = &[
     "UPSTREAM_TIMEOUT_MS",
     "CORS_ALLOWED_ORIGINS",
     "IDEMPOTENCY_KEY_TTL_SECS",
+    "JWT_JWKS_URL",
+    "JWT_PUBLIC_KEY_FILE",
+    "JWT_AUDIENCE",
+    "JWT_ISSUER",
+    "JWT_LEEWAY_SECS",
+    "JWT_JWKS_MIN_REFRESH_SECS",
 ];
 
 /// Where orders are stored.
@@ -154,6 +160,27 @@ pub struct Settings {
     /// `POST /orders` is remembered.
     #[serde(default = "defaults::idempotency_key_ttl_secs")]
     pub idempotency_key_ttl_secs: u64,
+    /// `JWT_JWKS_URL`: the identity provider's JWKS (e.g.
+    /// `https://tenant.auth0.com/.well-known/jwks.json`); keys rotate.
+    #[serde(default)]
+    pub jwt_jwks_url: Option<String>,
+    /// `JWT_PUBLIC_KEY_FILE`: a PEM public key or X.509 certificate, instead
+    /// of a JWKS.
+    #[serde(default)]
+    pub jwt_public_key_file: Option<String>,
+    /// `JWT_AUDIENCE`: a token's `aud` must contain it (required with auth).
+    #[serde(default)]
+    pub jwt_audience: Option<String>,
+    /// `JWT_ISSUER`: when set, a token's `iss` must equal it.
+    #[serde(default)]
+    pub jwt_issuer: Option<String>,
+    /// `JWT_LEEWAY_SECS`: clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "defaults::jwt_leeway_secs")]
+    pub jwt_leeway_secs: u64,
+    /// `JWT_JWKS_MIN_REFRESH_SECS`: least time between two JWKS fetches
+    /// triggered by unknown key ids, so forged `kid`s cannot flood the provider.
+    #[serde(default = "defaults::jwt_jwks_min_refresh_secs")]
+    pub jwt_jwks_min_refresh_secs: u64,
 }
 
 mod defaults {
@@ -193,6 +220,12 @@ mod defaults {
     }
     pub fn idempotency_key_ttl_secs() -> u64 {
         24 * 60 * 60
+    }
+    pub fn jwt_leeway_secs() -> u64 {
+        30
+    }
+    pub fn jwt_jwks_min_refresh_secs() -> u64 {
+        30
     }
 }
 
@@ -247,9 +280,30 @@ impl Settings {
                 });
             }
         }
+        if self.auth_on {
+            if self.jwt_jwks_url.is_none() && self.jwt_public_key_file.is_none() {
+                return Err(ConfigError::Invalid {
+                    variable: "JWT_JWKS_URL",
+                    reason: "or JWT_PUBLIC_KEY_FILE must be set when AUTH_ON=true".into(),
+                });
+            }
+            if self.jwt_jwks_url.is_some() && self.jwt_public_key_file.is_some() {
+                return Err(ConfigError::Invalid {
+                    variable: "JWT_JWKS_URL",
+                    reason: "and JWT_PUBLIC_KEY_FILE are exclusive: set one".into(),
+                });
+            }
+            if self.jwt_audience.as_deref().is_none_or(str::is_empty) {
+                return Err(ConfigError::Invalid {
+                    variable: "JWT_AUDIENCE",
+                    reason: "must be set when AUTH_ON=true".into(),
+                });
+            }
+        }
         for (variable, url) in [
             ("PAYMENTS_URL", &self.payments_url),
             ("KITCHEN_URL", &self.kitchen_url),
+            ("JWT_JWKS_URL", &self.jwt_jwks_url),
         ] {
             if let Some(url) = url
                 && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -342,6 +396,14 @@ mod tests {
         assert!(err.to_string().contains("LOG_FORMAT"), "{err}");
         let err = Settings::from_vars(vars(&[("AUTH_ON", "maybe")])).unwrap_err();
         assert!(err.to_string().contains("AUTH_ON"), "{err}");
+        let err = Settings::from_vars(vars(&[("AUTH_ON", "true")])).unwrap_err();
+        assert!(err.to_string().contains("JWT_JWKS_URL"), "{err}");
+        let err = Settings::from_vars(vars(&[
+            ("AUTH_ON", "true"),
+            ("JWT_PUBLIC_KEY_FILE", "k.pem"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("JWT_AUDIENCE"), "{err}");
         let err = Settings::from_vars(vars(&[("DB_POOL_MAX", "0")])).unwrap_err();
         assert!(err.to_string().contains("DB_POOL_MAX"), "{err}");
         let err = Settings::from_vars(vars(&[("PAYMENTS_URL", "payments:80")])).unwrap_err();

@@ -3,6 +3,7 @@
 //! `main.rs` and `bin/migrate.rs` are thin: everything lives here so that
 //! tests build the same application the binaries run.
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -8,6 +8,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use crate::auth::{Authenticator, KeyStore};
 use crate::config::{DatabaseUrl, Settings};
 use crate::db::{Database, PoolSettings, migrations};
 use crate::http::{self, AppState, HttpSettings};
@@ -23,6 +24,8 @@ pub enum StartupError {
     Migration(#[from] migrations::MigrationError),
     #[error("DB_URL is not a usable database URL: {0}")]
     DatabaseUrl(#[source] sqlx::Error),
+    #[error("{0}")]
+    Keys(#[from] crate::auth::KeyError),
     #[error("cannot listen on port {port}: {source}")]
     Bind {
         port: u16,
@@ -78,6 +81,7 @@ impl Application {
                 tracing::warn!("{variable} is not set: paying for orders answers 503");
             }
         }
+        let authenticator = authenticator(&settings, http.clone()).await?;
         let metrics = Arc::new(Metrics::new());
         let state = AppState {
             lifecycle: Arc::new(OrderLifecycle::new(
@@ -88,6 +92,7 @@ impl Application {
                 metrics.clone(),
             )),
             metrics,
+            authenticator,
             readiness: Arc::new(Readiness::new(migrations::expected_version())),
             max_body_bytes: settings.max_body_bytes,
             idempotency_key_ttl: settings.idempotency_key_ttl(),
@@ -168,6 +173,38 @@ impl Application {
         tracing::info!("stopped");
         outcome
     }
+}
+
+/// The token checker `AUTH_ON` asks for (settings were validated: a key
+/// source and an audience are present).
+async fn authenticator(
+    settings: &Settings,
+    http: reqwest::Client,
+) -> Result<Option<Arc<Authenticator>>, StartupError> {
+    if !settings.auth_on {
+        tracing::warn!(
+            "AUTH_ON is false: requests are not authenticated and every caller is the user \"test\""
+        );
+        return Ok(None);
+    }
+    let keys = match (&settings.jwt_jwks_url, &settings.jwt_public_key_file) {
+        (Some(url), _) => {
+            KeyStore::from_jwks_url(
+                http,
+                url.clone(),
+                std::time::Duration::from_secs(settings.jwt_jwks_min_refresh_secs),
+            )
+            .await
+        }
+        (None, Some(path)) => KeyStore::from_pem_file(path)?,
+        (None, None) => unreachable!("validated in Settings"),
+    };
+    Ok(Some(Arc::new(Authenticator::new(
+        keys,
+        settings.jwt_audience.clone().unwrap_or_default(),
+        settings.jwt_issuer.clone(),
+        std::time::Duration::from_secs(settings.jwt_leeway_secs),
+    ))))
 }
 
 /// Expired idempotency keys are never read again; deleting them now and

@@ -138,6 +138,8 @@ pub enum ApiError {
     PaymentDeclined(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Unauthorized(#[from] crate::auth::AuthError),
     #[error("internal error")]
     Internal(String),
 }
@@ -156,6 +158,7 @@ impl ApiError {
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::UpstreamBadResponse(..) => StatusCode::BAD_GATEWAY,
             ApiError::PaymentDeclined(_) => StatusCode::PAYMENT_REQUIRED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -204,6 +207,13 @@ impl IntoResponse for ApiError {
             other => ErrorDetail::Message(other.to_string()),
         };
         let mut response = (status, axum::Json(ErrorBody { detail })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 §3.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

@@ -2,7 +2,10 @@
 //! their queries to that user.
 
 use axum::extract::FromRequestParts;
+use axum::http::header;
 use axum::http::request::Parts;
+
+use crate::auth::AuthError;
 
 use super::error::ApiError;
 use super::state::AppState;
@@ -24,9 +27,23 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(
-        _parts: &mut Parts,
-        _state: &AppState,
+        parts: &mut Parts,
+        state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Caller(Self::ANONYMOUS.to_owned()))
+        let Some(authenticator) = &state.authenticator else {
+            return Ok(Caller(Self::ANONYMOUS.to_owned()));
+        };
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|value| value.to_str().map_err(|_| AuthError::Malformed))
+            .transpose()?;
+        match authenticator.authenticate(header).await {
+            Ok(user) => Ok(Caller(user)),
+            Err(reason) => {
+                tracing::debug!(%reason, "token refused");
+                Err(reason.into())
+            }
+        }
     }
 }

@@ -51,6 +51,7 @@ fn next_link(query: &ListQuery, next: &crate::repository::Cursor) -> String {
     path = "/orders",
     tag = "orders",
     operation_id = "list_orders",
+    security(("bearer" = [])),
     params(
         ("cancelled" = Option<bool>, Query, description = "`true`: only cancelled orders; `false`: all but cancelled ones; absent: all."),
         ("limit" = Option<i64>, Query, minimum = 1, description = "Page size: default 50; values above 200 are served 200."),
@@ -59,6 +60,7 @@ fn next_link(query: &ListQuery, next: &crate::repository::Cursor) -> String {
     responses(
         (status = 200, description = "A page of orders", body = OrdersPage,
             headers(("Link" = String, description = "`<...>; rel=\"next\"` when more orders follow"))),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 422, description = "Invalid query parameter", body = ErrorBody),
         (status = 503, description = "Database unavailable; retry", body = ErrorBody),
     )
@@ -103,6 +105,7 @@ pub async fn list_orders(
     path = "/orders",
     tag = "orders",
     operation_id = "create_order",
+    security(("bearer" = [])),
     params(
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
             description = "Makes retries safe: a repeat with the same key returns the first order."),
@@ -117,6 +120,7 @@ pub async fn list_orders(
         (status = 409, description = "The order placed with this key was deleted since", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 422, description = "Invalid order or key, or the key was used for a different order", body = ErrorBody),
         (status = 503, description = "Database unavailable; retry", body = ErrorBody),
     )
@@ -200,10 +204,12 @@ fn created(order: Order, replayed: bool) -> Result<Response, ApiError> {
     path = "/orders/{order_id}",
     tag = "orders",
     operation_id = "get_order",
+    security(("bearer" = [])),
     params(("order_id" = uuid::Uuid, Path, description = "The order's id")),
     responses(
         (status = 200, description = "The order", body = OrderResponse),
         (status = 404, description = "No such order", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 422, description = "`order_id` is not a UUID", body = ErrorBody),
         (status = 503, description = "Database unavailable; retry", body = ErrorBody),
     )
@@ -223,6 +229,7 @@ pub async fn get_order(
     path = "/orders/{order_id}",
     tag = "orders",
     operation_id = "replace_order",
+    security(("bearer" = [])),
     params(("order_id" = uuid::Uuid, Path, description = "The order's id")),
     request_body = CreateOrder,
     responses(
@@ -231,6 +238,7 @@ pub async fn get_order(
         (status = 409, description = "The order is no longer `created`", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 422, description = "Invalid order or `order_id`", body = ErrorBody),
         (status = 503, description = "Database unavailable; retry", body = ErrorBody),
     )
@@ -256,11 +264,13 @@ pub async fn replace_order(
     path = "/orders/{order_id}",
     tag = "orders",
     operation_id = "delete_order",
+    security(("bearer" = [])),
     params(("order_id" = uuid::Uuid, Path, description = "The order's id")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such order", body = ErrorBody),
         (status = 409, description = "The order is paid, being made or on its way", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 422, description = "`order_id` is not a UUID", body = ErrorBody),
         (status = 503, description = "Database unavailable; retry", body = ErrorBody),
     )
@@ -288,12 +298,14 @@ pub async fn delete_order(
     path = "/orders/{order_id}/pay",
     tag = "orders",
     operation_id = "pay_order",
+    security(("bearer" = [])),
     params(("order_id" = uuid::Uuid, Path, description = "The order's id")),
     responses(
         (status = 200, description = "Paid and scheduled: status `progress`", body = OrderResponse),
         (status = 402, description = "The payment was declined; the order stays `created`", body = ErrorBody),
         (status = 404, description = "No such order", body = ErrorBody),
         (status = 409, description = "The order cannot be paid in its status, or another payment of it is under way", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 422, description = "`order_id` is not a UUID", body = ErrorBody),
         (status = 502, description = "Payments or kitchen answered unexpectedly", body = ErrorBody),
         (status = 503, description = "Payments, kitchen or the database unavailable or not configured", body = ErrorBody),
@@ -318,11 +330,13 @@ pub async fn pay_order(
     path = "/orders/{order_id}/cancel",
     tag = "orders",
     operation_id = "cancel_order",
+    security(("bearer" = [])),
     params(("order_id" = uuid::Uuid, Path, description = "The order's id")),
     responses(
         (status = 200, description = "Cancelled", body = OrderResponse),
         (status = 404, description = "No such order", body = ErrorBody),
         (status = 409, description = "Already cancelled, dispatched or delivered", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 422, description = "`order_id` is not a UUID", body = ErrorBody),
         (status = 502, description = "The kitchen refused or answered unexpectedly", body = ErrorBody),
         (status = 503, description = "Kitchen or the database unavailable or not configured", body = ErrorBody),

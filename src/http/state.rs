@@ -11,6 +11,8 @@ pub struct AppState {
     pub lifecycle: Arc<OrderLifecycle>,
     pub readiness: Arc<Readiness>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `None` when `AUTH_ON` is false: every caller is `test`.
+    pub authenticator: Option<Arc<crate::auth::Authenticator>>,
     /// Echoed in 413 responses.
     pub max_body_bytes: usize,
     /// How long an `Idempotency-Key` of `POST /orders` is remembered.

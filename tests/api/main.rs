@@ -4,6 +4,7 @@
 #[macro_use]
 mod helpers;
 
+mod auth;
 mod framework;
 mod health;
 mod idempotency;
