@@ -136,10 +136,10 @@ impl Jwks {
             return Ok(key);
         }
         // An unknown kid may be a rotation: fetch again, unless we just did.
-        if self.refresh().await {
-            if let Some(key) = self.lookup(kid).await {
-                return Ok(key);
-            }
+        if self.refresh().await
+            && let Some(key) = self.lookup(kid).await
+        {
+            return Ok(key);
         }
         Err(AuthError::UnknownKey)
     }
