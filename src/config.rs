@@ -280,6 +280,44 @@ impl Settings {
                 });
             }
         }
+        // Upper bounds keep time arithmetic from overflowing and catch
+        // values given in the wrong unit.
+        let bounded = [
+            ("DB_POOL_MAX", u64::from(self.db_pool_max), 1_000),
+            ("DB_ACQUIRE_TIMEOUT_MS", self.db_acquire_timeout_ms, 600_000),
+            ("REQUEST_TIMEOUT_MS", self.request_timeout_ms, 3_600_000),
+            ("SHUTDOWN_TIMEOUT_MS", self.shutdown_timeout_ms, 3_600_000),
+            (
+                "MAX_BODY_BYTES",
+                self.max_body_bytes as u64,
+                16 * 1024 * 1024,
+            ),
+            (
+                "UPSTREAM_CONNECT_TIMEOUT_MS",
+                self.upstream_connect_timeout_ms,
+                600_000,
+            ),
+            ("UPSTREAM_TIMEOUT_MS", self.upstream_timeout_ms, 600_000),
+            (
+                "IDEMPOTENCY_KEY_TTL_SECS",
+                self.idempotency_key_ttl_secs,
+                30 * 24 * 3_600,
+            ),
+            ("JWT_LEEWAY_SECS", self.jwt_leeway_secs, 3_600),
+            (
+                "JWT_JWKS_MIN_REFRESH_SECS",
+                self.jwt_jwks_min_refresh_secs,
+                86_400,
+            ),
+        ];
+        for (variable, value, max) in bounded {
+            if value > max {
+                return Err(ConfigError::Invalid {
+                    variable,
+                    reason: format!("must be at most {max}, not {value}"),
+                });
+            }
+        }
         if self.auth_on {
             if self.jwt_jwks_url.is_none() && self.jwt_public_key_file.is_none() {
                 return Err(ConfigError::Invalid {
@@ -404,6 +442,12 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("JWT_AUDIENCE"), "{err}");
+        let err =
+            Settings::from_vars(vars(&[("IDEMPOTENCY_KEY_TTL_SECS", "999999999999")])).unwrap_err();
+        assert!(
+            err.to_string().contains("IDEMPOTENCY_KEY_TTL_SECS"),
+            "{err}"
+        );
         let err = Settings::from_vars(vars(&[("DB_POOL_MAX", "0")])).unwrap_err();
         assert!(err.to_string().contains("DB_POOL_MAX"), "{err}");
         let err = Settings::from_vars(vars(&[("PAYMENTS_URL", "payments:80")])).unwrap_err();

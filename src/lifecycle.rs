@@ -65,24 +65,27 @@ impl OrderLifecycle {
             .kitchen
             .as_ref()
             .ok_or(ApiError::UpstreamNotConfigured(Upstream::Kitchen))?;
-        if step == PaymentStep::Charge {
-            self.charge(payments.as_ref(), owner, id).await?;
-        }
-        self.schedule(kitchen.as_ref(), owner, id).await
+        let lease = match step {
+            PaymentStep::Charge => self.charge(payments.as_ref(), owner, id).await?,
+            _ => None,
+        };
+        self.schedule(kitchen.as_ref(), owner, id, lease).await
     }
 
-    /// `created` → `paid`. Returns once the order is `paid`, by this request
-    /// or by one that finished first.
+    /// `created` → `paid`. Returns once the order is `paid`: by this request,
+    /// which then still holds the lease for scheduling (so nothing can cancel
+    /// or change the order between the charge and the schedule), or by one
+    /// that got there first (`None`).
     async fn charge(
         &self,
         payments: &dyn Payments,
         owner: &str,
         id: OrderId,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<Lease>, ApiError> {
         let Some(lease) = self.claim(owner, id, OrderStatus::Created).await? else {
-            return self
-                .after_lost_claim(owner, id, "pay", Some(OrderStatus::Paid))
-                .await;
+            self.after_lost_claim(owner, id, "pay", Some(OrderStatus::Paid))
+                .await?;
+            return Ok(None);
         };
         let payment = match payments.charge(id).await {
             Ok(payment) => {
@@ -111,6 +114,13 @@ impl OrderLifecycle {
                 ));
             }
         }
+        // Logged before it is recorded: should recording fail, the log still
+        // tells which charge went through.
+        tracing::info!(order_id = %id, payment_id = %payment.id, "charge went through");
+        let next = Lease {
+            order_id: id,
+            until: now_micros() + self.lease,
+        };
         let recorded = self
             .repo
             .complete(
@@ -119,31 +129,44 @@ impl OrderLifecycle {
                 OrderStatus::Paid,
                 Some(payment.id),
                 None,
+                Some(next.until),
             )
-            .await?;
+            .await
+            .inspect_err(|err| {
+                tracing::error!(order_id = %id, payment_id = %payment.id, error = %err,
+                    "charge went through but could not be recorded");
+            })?;
         if !recorded {
             // Our lease expired during the call and another request took
             // over; the charge is deduplicated by its idempotency key.
-            tracing::warn!(order_id = %id, payment_id = %payment.id, "charge recorded by another request");
-            return self
-                .after_lost_claim(owner, id, "pay", Some(OrderStatus::Paid))
-                .await;
+            tracing::error!(order_id = %id, payment_id = %payment.id,
+                "charge went through but the order changed meanwhile; check for a refund");
+            self.after_lost_claim(owner, id, "pay", Some(OrderStatus::Paid))
+                .await?;
+            return Ok(None);
         }
-        tracing::info!(order_id = %id, payment_id = %payment.id, "order paid");
-        Ok(())
+        Ok(Some(next))
     }
 
-    /// `paid` → `progress` with the kitchen's schedule id.
+    /// `paid` → `progress` with the kitchen's schedule id, under the lease
+    /// the charge kept, or a new one.
     async fn schedule(
         &self,
         kitchen: &dyn Kitchen,
         owner: &str,
         id: OrderId,
+        lease: Option<Lease>,
     ) -> Result<Order, ApiError> {
-        let Some(lease) = self.claim(owner, id, OrderStatus::Paid).await? else {
-            self.after_lost_claim(owner, id, "pay", Some(OrderStatus::Progress))
-                .await?;
-            return Ok(self.repo.get(owner, id).await?);
+        let lease = match lease {
+            Some(lease) => lease,
+            None => match self.claim(owner, id, OrderStatus::Paid).await? {
+                Some(lease) => lease,
+                None => {
+                    self.after_lost_claim(owner, id, "pay", Some(OrderStatus::Progress))
+                        .await?;
+                    return Ok(self.repo.get(owner, id).await?);
+                }
+            },
         };
         let order = self.repo.get(owner, id).await?;
         let schedule_id = match kitchen.schedule(id, &order.items).await {
@@ -153,7 +176,7 @@ impl OrderLifecycle {
             }
             Err(err) => return Err(self.give_back(lease, Upstream::Kitchen, err).await),
         };
-        if !self
+        let recorded = self
             .repo
             .complete(
                 lease,
@@ -161,14 +184,15 @@ impl OrderLifecycle {
                 OrderStatus::Progress,
                 None,
                 Some(schedule_id),
+                None,
             )
-            .await?
-        {
+            .await?;
+        if recorded {
+            tracing::info!(order_id = %id, %schedule_id, "order scheduled");
+        } else {
             tracing::warn!(order_id = %id, %schedule_id, "schedule recorded by another request");
             self.after_lost_claim(owner, id, "pay", Some(OrderStatus::Progress))
                 .await?;
-        } else {
-            tracing::info!(order_id = %id, %schedule_id, "order scheduled");
         }
         Ok(self.repo.get(owner, id).await?)
     }
@@ -183,6 +207,11 @@ impl OrderLifecycle {
                 if self.repo.cancel_unclaimed(owner, id).await? {
                     tracing::info!(order_id = %id, "order cancelled");
                     return Ok(self.repo.get(owner, id).await?);
+                }
+                // Scheduled meanwhile: now only the kitchen can cancel it.
+                let now = self.repo.lifecycle_state(owner, id).await?;
+                if now.status == OrderStatus::Progress && now.claimed_until.is_none() {
+                    return self.cancel_through_kitchen(owner, id).await;
                 }
                 self.after_lost_claim(owner, id, "cancel", None).await?;
                 Ok(self.repo.get(owner, id).await?)
@@ -217,6 +246,7 @@ impl OrderLifecycle {
                 lease,
                 OrderStatus::Progress,
                 OrderStatus::Cancelled,
+                None,
                 None,
                 None,
             )

@@ -103,7 +103,7 @@ impl Metrics {
     }
 
     pub fn observe_request(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
-        let (method, route) = (method.as_str().to_owned(), route.to_owned());
+        let (method, route) = (method_label(method).to_owned(), route.to_owned());
         self.latency
             .get_or_create(&RouteLabels {
                 method: method.clone(),
@@ -144,6 +144,21 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+}
+
+/// Clients may send any method name; only the standard ones get a series of
+/// their own, so the number of series stays bounded.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
 }
 

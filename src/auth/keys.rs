@@ -79,13 +79,7 @@ impl KeyStore {
         url: String,
         min_refresh: Duration,
     ) -> Self {
-        let jwks = Arc::new(Jwks {
-            client,
-            url,
-            min_refresh,
-            keys: RwLock::new(HashMap::new()),
-            last_fetch: Mutex::new(None),
-        });
+        let jwks = Arc::new(Jwks::new(client, url, min_refresh));
         jwks.refresh().await;
         KeyStore::Jwks(jwks)
     }
@@ -112,10 +106,27 @@ pub struct Jwks {
     url: String,
     min_refresh: Duration,
     keys: RwLock<HashMap<String, VerifyingKey>>,
-    last_fetch: Mutex<Option<Instant>>,
+    /// When the last fetch started; held only for a read or a write, never
+    /// across a fetch, so requests with known keys never wait for one.
+    last_fetch: std::sync::Mutex<Option<Instant>>,
+    /// One fetch at a time; a request with an unknown kid waits for the one
+    /// in flight (bounded by the HTTP client's timeout) instead of starting
+    /// another.
+    fetching: Mutex<()>,
 }
 
 impl Jwks {
+    fn new(client: reqwest::Client, url: String, min_refresh: Duration) -> Self {
+        Self {
+            client,
+            url,
+            min_refresh,
+            keys: RwLock::new(HashMap::new()),
+            last_fetch: std::sync::Mutex::new(None),
+            fetching: Mutex::new(()),
+        }
+    }
+
     async fn lookup(&self, kid: Option<&str>) -> Option<VerifyingKey> {
         let keys = self.keys.read().await;
         match kid {
@@ -126,40 +137,41 @@ impl Jwks {
         }
     }
 
-    async fn find(&self, kid: Option<&str>) -> Result<VerifyingKey, AuthError> {
+    fn since_last_fetch(&self) -> Option<Duration> {
+        let last = self.last_fetch.lock().unwrap_or_else(|e| e.into_inner());
+        last.map(|at| at.elapsed())
+    }
+
+    async fn find(self: &Arc<Self>, kid: Option<&str>) -> Result<VerifyingKey, AuthError> {
         // Keys the provider removed (rotated out, compromised) stop being
-        // accepted within MAX_AGE even if no unknown kid comes along.
-        if self.is_stale().await {
-            self.refresh().await;
+        // accepted within MAX_AGE; the refresh runs aside, with cached keys
+        // answering meanwhile.
+        if self.since_last_fetch().is_none_or(|age| age > MAX_AGE) {
+            let jwks = Arc::clone(self);
+            tokio::spawn(async move { jwks.refresh().await });
         }
         if let Some(key) = self.lookup(kid).await {
             return Ok(key);
         }
-        // An unknown kid may be a rotation: fetch again, unless we just did.
-        if self.refresh().await
-            && let Some(key) = self.lookup(kid).await
-        {
-            return Ok(key);
-        }
-        Err(AuthError::UnknownKey)
-    }
-
-    async fn is_stale(&self) -> bool {
-        self.last_fetch
-            .lock()
-            .await
-            .is_none_or(|at| at.elapsed() > MAX_AGE)
+        // An unknown kid may be a rotation: fetch again (unless the floor
+        // says we just did), then look again either way, since a fetch by
+        // another request may have brought the key.
+        self.refresh().await;
+        self.lookup(kid).await.ok_or(AuthError::UnknownKey)
     }
 
     /// Fetches the set if the floor allows; `true` when it was fetched.
     /// A failed fetch keeps the cached keys: tokens signed by them go on
     /// working through a provider outage.
     async fn refresh(&self) -> bool {
-        let mut last = self.last_fetch.lock().await;
-        if last.is_some_and(|at| at.elapsed() < self.min_refresh) {
+        let _one_at_a_time = self.fetching.lock().await;
+        if self
+            .since_last_fetch()
+            .is_some_and(|age| age < self.min_refresh)
+        {
             return false;
         }
-        *last = Some(Instant::now());
+        *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         match self.fetch().await {
             Ok(keys) => {
                 tracing::info!(url = %self.url, keys = keys.len(), "fetched the JWKS");
@@ -189,6 +201,13 @@ impl Jwks {
             .iter()
             .filter_map(|jwk| {
                 let kid = jwk.common.key_id.clone()?;
+                // Encryption keys never verify signatures.
+                if matches!(
+                    jwk.common.public_key_use,
+                    Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+                ) {
+                    return None;
+                }
                 let family = match &jwk.algorithm {
                     AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
                     AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
@@ -197,11 +216,16 @@ impl Jwks {
                     // kinds added later are ignored until supported.
                     _ => return None,
                 };
-                // `alg` is optional in a JWK; when present it pins the algorithm.
-                let pinned = jwk.common.key_algorithm.and_then(|alg| {
-                    let name = serde_json::to_value(alg).ok()?;
-                    name.as_str()?.parse::<Algorithm>().ok()
-                });
+                // `alg` is optional in a JWK; when present it pins the
+                // algorithm, and a key whose `alg` is not a signing one we
+                // support is skipped rather than left unpinned.
+                let pinned = match jwk.common.key_algorithm {
+                    None => None,
+                    Some(alg) => {
+                        let name = serde_json::to_value(alg).ok()?;
+                        Some(name.as_str()?.parse::<Algorithm>().ok()?)
+                    }
+                };
                 let key = DecodingKey::from_jwk(jwk).ok()?;
                 Some((
                     kid,

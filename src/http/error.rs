@@ -120,7 +120,7 @@ pub enum ApiError {
     OrderNotFound,
     #[error("{0}")]
     InvalidTransition(String),
-    #[error("Content-Type must be application/json")]
+    #[error("the body must be uncompressed JSON: Content-Type application/json")]
     UnsupportedMediaType,
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -185,6 +185,9 @@ impl From<RepositoryError> for ApiError {
                 "the order is {} and cannot be changed this way",
                 current.as_str()
             )),
+            RepositoryError::Busy => ApiError::Conflict(
+                "a payment or cancellation of this order is under way; retry shortly".into(),
+            ),
             RepositoryError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
                 ApiError::DatabaseUnavailable

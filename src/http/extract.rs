@@ -36,7 +36,12 @@ impl FromRequest<AppState> for JsonBody {
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .is_some_and(is_json);
-        if !json {
+        // A compressed body would be parsed as if it were plain JSON.
+        let encoded = req
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|value| !value.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if !json || encoded {
             return Err(ApiError::UnsupportedMediaType);
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {

@@ -31,6 +31,11 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     };
     let body = serde_json::to_vec(&super::error::detail_json(&detail)).unwrap_or_default();
     parts.headers.remove(header::CONTENT_LENGTH);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        parts
+            .headers
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

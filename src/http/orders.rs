@@ -317,7 +317,12 @@ pub async fn pay_order(
     caller: Caller,
     OrderIdPath(id): OrderIdPath,
 ) -> Result<Json<OrderResponse>, ApiError> {
-    let order = state.lifecycle.pay(caller.id(), id).await?;
+    // Detached: a client that hangs up (or the request timeout) must not
+    // stop the state machine between a charge and its record.
+    let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
+    let order = tokio::spawn(async move { lifecycle.pay(&owner, id).await })
+        .await
+        .map_err(|err| ApiError::Internal(err.to_string()))??;
     Ok(Json(order.into()))
 }
 
@@ -348,7 +353,10 @@ pub async fn cancel_order(
     caller: Caller,
     OrderIdPath(id): OrderIdPath,
 ) -> Result<Json<OrderResponse>, ApiError> {
-    let order = state.lifecycle.cancel(caller.id(), id).await?;
+    let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
+    let order = tokio::spawn(async move { lifecycle.cancel(&owner, id).await })
+        .await
+        .map_err(|err| ApiError::Internal(err.to_string()))??;
     Ok(Json(order.into()))
 }
 

@@ -52,6 +52,10 @@ pub enum RepositoryError {
     /// The order exists but its status does not allow the change.
     #[error("order is {}", current.as_str())]
     Conflict { current: OrderStatus },
+    /// A request holds a live lease on the order (it is paying for or
+    /// cancelling it right now); worth retrying shortly.
+    #[error("a payment or cancellation of the order is under way")]
+    Busy,
     /// The database could not be reached in time; worth retrying.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -70,6 +74,7 @@ struct Step {
     to: OrderStatus,
     payment_id: Option<Uuid>,
     schedule_id: Option<Uuid>,
+    keep_until: Option<OffsetDateTime>,
 }
 
 impl From<sqlx::Error> for RepositoryError {
@@ -281,7 +286,8 @@ impl OrdersRepository {
     }
 
     /// Records the outcome of an upstream call made under `lease`: moves the
-    /// order from `from` to `to`. `false` when the lease was lost meanwhile.
+    /// order from `from` to `to`, and keeps the lease until `keep_until` for
+    /// a next step (or drops it). `false` when the lease was lost meanwhile.
     pub async fn complete(
         &self,
         lease: Lease,
@@ -289,6 +295,7 @@ impl OrdersRepository {
         to: OrderStatus,
         payment_id: Option<Uuid>,
         schedule_id: Option<Uuid>,
+        keep_until: Option<OffsetDateTime>,
     ) -> Result<bool> {
         let step = Step {
             lease,
@@ -296,6 +303,7 @@ impl OrdersRepository {
             to,
             payment_id,
             schedule_id,
+            keep_until,
         };
         match &self.db {
             Database::Postgres(pool) => postgres::complete(pool, step).await,

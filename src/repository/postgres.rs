@@ -200,6 +200,7 @@ pub async fn complete(pool: &PgPool, step: Step) -> Result<bool> {
         .bind(step.payment_id)
         .bind(step.schedule_id)
         .bind(step.lease.until)
+        .bind(step.keep_until)
         .execute(pool)
         .await?
         .rows_affected();
@@ -246,10 +247,11 @@ async fn status_of(
     executor: impl sqlx::Executor<'_, Database = Postgres>,
     owner: &str,
     id: OrderId,
-) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(sql::STATUS)
+) -> Result<Option<(String, Option<bool>)>> {
+    Ok(sqlx::query_as(sql::STATUS)
         .bind(id)
         .bind(owner)
+        .bind(now_micros())
         .fetch_optional(executor)
         .await?)
 }
@@ -291,6 +293,7 @@ pub async fn delete(pool: &PgPool, owner: &str, id: OrderId) -> Result<()> {
     let deleted = sqlx::query(sql::DELETE_ORDER)
         .bind(id)
         .bind(owner)
+        .bind(now_micros())
         .execute(pool)
         .await?
         .rows_affected();

@@ -60,12 +60,15 @@ pub fn single(rows: Vec<ItemRow>) -> Result<Order, RepositoryError> {
         .ok_or(RepositoryError::NotFound)
 }
 
-/// Why a conditional change touched no row: the order is missing, or its
-/// status forbids the change.
-pub fn refusal(status: Option<String>) -> RepositoryError {
-    match status.map(|s| s.parse::<OrderStatus>()) {
-        None => RepositoryError::NotFound,
-        Some(Ok(current)) => RepositoryError::Conflict { current },
-        Some(Err(err)) => corrupt(err),
+/// Why a conditional change touched no row: the order is missing, a
+/// payment of it is under way, or its status forbids the change.
+pub fn refusal(state: Option<(String, Option<bool>)>) -> RepositoryError {
+    let Some((status, leased)) = state else {
+        return RepositoryError::NotFound;
+    };
+    match status.parse::<OrderStatus>() {
+        Ok(_) if leased == Some(true) => RepositoryError::Busy,
+        Ok(current) => RepositoryError::Conflict { current },
+        Err(err) => corrupt(err),
     }
 }

@@ -6,7 +6,9 @@ pub const GET: &str = "SELECT o.id, o.created, o.status, i.product, i.size, i.qu
      WHERE o.id = $1 AND o.owner = $2 \
      ORDER BY i.position";
 
-pub const STATUS: &str = "SELECT status FROM orders WHERE id = $1 AND owner = $2";
+/// The status, and whether a request holds a live lease on the order (`$3` now).
+pub const STATUS: &str =
+    "SELECT status, claimed_until > $3 FROM orders WHERE id = $1 AND owner = $2";
 
 pub const DELETE_ITEMS: &str = "DELETE FROM order_items WHERE order_id = $1";
 
@@ -59,13 +61,17 @@ pub const INSERT_ORDER: &str = "INSERT INTO orders (id, owner, status, created, 
      VALUES ($1, $2, 'created', $3, $3)";
 
 /// Deletes an order whose status allows it (see `OrderStatus::can_be_deleted`;
-/// a unit test keeps the two in step).
+/// a unit test keeps the two in step), unless a payment of it is under way
+/// (`$3` is now): a charged order must not vanish.
 pub const DELETE_ORDER: &str = "DELETE FROM orders WHERE id = $1 AND owner = $2 \
+     AND (claimed_until IS NULL OR claimed_until < $3) \
      AND status IN ('created', 'cancelled', 'delivered')";
 
-/// Marks a `created` order as changed, locking its row for the replace.
+/// Marks a `created` order as changed, locking its row for the replace,
+/// unless a payment of it is under way (it pays for the current items).
 pub const TOUCH_CREATED: &str = "UPDATE orders SET updated = $3 \
-     WHERE id = $1 AND owner = $2 AND status = 'created' RETURNING created";
+     WHERE id = $1 AND owner = $2 AND status = 'created' \
+     AND (claimed_until IS NULL OR claimed_until < $3) RETURNING created";
 
 /// What the lifecycle needs to decide its next step.
 pub const LIFECYCLE_STATE: &str =
@@ -81,9 +87,10 @@ pub const CLAIM: &str = "UPDATE orders SET claimed_until = $4 \
 pub const RELEASE: &str =
     "UPDATE orders SET claimed_until = NULL WHERE id = $1 AND claimed_until = $2";
 
-/// Records what the upstream call achieved and drops the lease, only if this
-/// request still holds it and the status is still the one it started from.
-pub const COMPLETE: &str = "UPDATE orders SET status = $3, updated = $4, claimed_until = NULL, \
+/// Records what the upstream call achieved, only if this request still holds
+/// the lease and the status is still the one it started from; `$8` is the
+/// lease's new end (NULL drops it, a time keeps it for the next step).
+pub const COMPLETE: &str = "UPDATE orders SET status = $3, updated = $4, claimed_until = $8, \
      payment_id = COALESCE($5, payment_id), schedule_id = COALESCE($6, schedule_id) \
      WHERE id = $1 AND status = $2 AND claimed_until = $7";
 

@@ -202,6 +202,7 @@ pub async fn complete(pool: &SqlitePool, step: Step) -> Result<bool> {
         .bind(step.payment_id.map(text))
         .bind(step.schedule_id.map(text))
         .bind(micros(step.lease.until))
+        .bind(step.keep_until.map(micros))
         .execute(pool)
         .await?
         .rows_affected();
@@ -248,10 +249,11 @@ async fn status_of(
     executor: impl sqlx::Executor<'_, Database = Sqlite>,
     owner: &str,
     id: OrderId,
-) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(sql::STATUS)
+) -> Result<Option<(String, Option<bool>)>> {
+    Ok(sqlx::query_as(sql::STATUS)
         .bind(text(id))
         .bind(owner)
+        .bind(micros(now_micros()))
         .fetch_optional(executor)
         .await?)
 }
@@ -292,6 +294,7 @@ pub async fn delete(pool: &SqlitePool, owner: &str, id: OrderId) -> Result<()> {
     let deleted = sqlx::query(sql::DELETE_ORDER)
         .bind(text(id))
         .bind(owner)
+        .bind(micros(now_micros()))
         .execute(pool)
         .await?
         .rows_affected();

@@ -450,3 +450,67 @@ async fn jwks_keys_rotate_and_survive_a_provider_outage() {
     assert_eq!(get_orders(&app, Some(&with_b)).await.status(), 200);
     assert_unauthorized(get_orders(&app, Some(&unknown)).await, "kid c in outage").await;
 }
+
+#[tokio::test]
+async fn a_slow_jwks_fetch_does_not_hold_up_tokens_with_known_keys() {
+    let provider = MockServer::start().await;
+    let key_a = jwk("test-only-rsa-a-private.pem", Algorithm::RS256, "a");
+    serve_jwks(&provider, vec![key_a.clone()]).await;
+    let url = format!("{}/.well-known/jwks.json", provider.uri());
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("AUTH_ON", "true"),
+            ("JWT_JWKS_URL", &url),
+            ("JWT_AUDIENCE", AUDIENCE),
+            ("JWT_JWKS_MIN_REFRESH_SECS", "0"),
+        ],
+    )
+    .await;
+    provider.reset().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(JwkSet { keys: vec![key_a] })
+                .set_delay(std::time::Duration::from_secs(2)),
+        )
+        .mount(&provider)
+        .await;
+    let unknown = format!(
+        "Bearer {}",
+        sign(
+            "test-only-rsa-b-private.pem",
+            Algorithm::RS256,
+            Some("zzz"),
+            &claims("mallory")
+        )
+    );
+    let (client, orders) = (app.client.clone(), app.url("/orders"));
+    let slow = tokio::spawn(async move {
+        client
+            .get(orders)
+            .header("authorization", unknown)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let known = format!(
+        "Bearer {}",
+        sign(
+            "test-only-rsa-a-private.pem",
+            Algorithm::RS256,
+            Some("a"),
+            &claims("alice")
+        )
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(get_orders(&app, Some(&known)).await.status(), 200);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1_000),
+        "waited {:?} behind a JWKS fetch",
+        started.elapsed()
+    );
+    assert_eq!(slow.await.unwrap(), 401);
+}

@@ -343,7 +343,71 @@ async fn a_lease_blocks_others_until_it_expires(backend: Backend) {
     assert_eq!(app.post(&format!("/orders/{id}/pay")).await.status(), 200);
 }
 
+/// While a charge is in flight nothing may delete, change or cancel the
+/// order it pays for.
+async fn delete_replace_and_cancel_wait_for_a_charge_in_flight(backend: Backend) {
+    let (app, upstreams) = spawn_with_upstreams(backend).await;
+    upstreams
+        .payments_answer(payment("paid").set_delay(Duration::from_millis(600)))
+        .await;
+    upstreams.kitchen_schedules(schedule()).await;
+    let id = app.create_latte().await;
+    let (client, url) = (app.client.clone(), app.url(&format!("/orders/{id}/pay")));
+    let pay = tokio::spawn(async move { client.post(url).send().await.unwrap().status() });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let path = format!("/orders/{id}");
+    let other = json!({"order": [{"product": "espresso", "size": "big", "quantity": 50}]});
+    for response in [
+        app.delete(&path).await,
+        app.put_json(&path, &other).await,
+        app.post(&format!("{path}/cancel")).await,
+    ] {
+        let detail = assert_detail(response, 409).await;
+        assert!(detail.contains("retry"), "{detail}");
+    }
+    assert_eq!(pay.await.unwrap(), 200);
+    let order: Value = app.get(&path).await.json().await.unwrap();
+    assert_eq!(order["status"], "progress");
+    assert_eq!(order["order"], latte_order()["order"], "the items paid for");
+    let scheduled: Value = upstreams.kitchen.received_requests().await.unwrap()[0]
+        .body_json()
+        .unwrap();
+    assert_eq!(scheduled["order"], latte_order()["order"]);
+}
+
+/// The state machine runs to its end even when the client hangs up.
+async fn a_client_hanging_up_mid_pay_does_not_lose_the_charge(backend: Backend) {
+    let (app, upstreams) = spawn_with_upstreams(backend).await;
+    upstreams
+        .payments_answer(payment("paid").set_delay(Duration::from_millis(400)))
+        .await;
+    upstreams.kitchen_schedules(schedule()).await;
+    let id = app.create_latte().await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let hung_up = impatient
+        .post(app.url(&format!("/orders/{id}/pay")))
+        .send()
+        .await;
+    assert!(hung_up.is_err(), "the client gave up first");
+    let mut status = String::new();
+    for _ in 0..30 {
+        status = app.status_of(id).await;
+        if status == "progress" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "progress");
+    assert_eq!(upstreams.charges().await, 1);
+}
+
 both_backends!(
+    delete_replace_and_cancel_wait_for_a_charge_in_flight,
+    a_client_hanging_up_mid_pay_does_not_lose_the_charge,
     every_status_and_action_gives_the_documented_answer,
     pay_charges_once_then_schedules_with_the_items,
     a_scheduling_failure_keeps_the_charge_and_the_retry_does_not_charge_again,

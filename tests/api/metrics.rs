@@ -10,6 +10,12 @@ async fn metrics_count_requests_by_route_template_and_upstream_calls(backend: Ba
         .await;
     app.post(&format!("/orders/{id}/pay")).await;
     app.get("/nope").await;
+    let odd = reqwest::Method::from_bytes(b"XMETHOD").unwrap();
+    app.client
+        .request(odd, app.url("/orders"))
+        .send()
+        .await
+        .unwrap();
 
     let response = app.get("/metrics").await;
     assert_eq!(response.status(), 200);
@@ -34,6 +40,11 @@ async fn metrics_count_requests_by_route_template_and_upstream_calls(backend: Ba
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }
     assert!(!text.contains(&id.to_string()), "no raw ids in labels");
+    assert!(
+        text.contains(r#"method="other""#),
+        "unknown methods share a series"
+    );
+    assert!(!text.contains("XMETHOD"));
 }
 
 both_backends!(metrics_count_requests_by_route_template_and_upstream_calls);

@@ -174,6 +174,17 @@ async fn create_refuses_bodies_that_are_not_json(backend: Backend) {
         .unwrap();
     assert_detail(untyped, 415).await;
 
+    let compressed = app
+        .client
+        .post(app.url("/orders"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(latte_order().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_detail(compressed, 415).await;
+
     for broken in [
         "{\"order\": [",
         "not json",
