@@ -387,6 +387,21 @@ fn jwk(private: &str, alg: Algorithm, kid: &str) -> Jwk {
     jwk
 }
 
+/// A service taking its keys from `provider`, with no refresh floor.
+async fn spawn_with_jwks(provider: &MockServer) -> TestApp {
+    let url = format!("{}/.well-known/jwks.json", provider.uri());
+    spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("AUTH_ON", "true"),
+            ("JWT_JWKS_URL", &url),
+            ("JWT_AUDIENCE", AUDIENCE),
+            ("JWT_JWKS_MIN_REFRESH_SECS", "0"),
+        ],
+    )
+    .await
+}
+
 async fn serve_jwks(server: &MockServer, keys: Vec<Jwk>) {
     server.reset().await;
     Mock::given(method("GET"))
@@ -402,17 +417,7 @@ async fn jwks_keys_rotate_and_survive_a_provider_outage() {
     let key_a = jwk("test-only-rsa-a-private.pem", Algorithm::RS256, "a");
     let key_b = jwk("test-only-rsa-b-private.pem", Algorithm::RS256, "b");
     serve_jwks(&provider, vec![key_a.clone()]).await;
-    let url = format!("{}/.well-known/jwks.json", provider.uri());
-    let app = spawn_app_with(
-        Backend::Sqlite,
-        &[
-            ("AUTH_ON", "true"),
-            ("JWT_JWKS_URL", &url),
-            ("JWT_AUDIENCE", AUDIENCE),
-            ("JWT_JWKS_MIN_REFRESH_SECS", "0"),
-        ],
-    )
-    .await;
+    let app = spawn_with_jwks(&provider).await;
     let token = |private: &str, kid: &str| {
         format!(
             "Bearer {}",
@@ -456,17 +461,7 @@ async fn a_slow_jwks_fetch_does_not_hold_up_tokens_with_known_keys() {
     let provider = MockServer::start().await;
     let key_a = jwk("test-only-rsa-a-private.pem", Algorithm::RS256, "a");
     serve_jwks(&provider, vec![key_a.clone()]).await;
-    let url = format!("{}/.well-known/jwks.json", provider.uri());
-    let app = spawn_app_with(
-        Backend::Sqlite,
-        &[
-            ("AUTH_ON", "true"),
-            ("JWT_JWKS_URL", &url),
-            ("JWT_AUDIENCE", AUDIENCE),
-            ("JWT_JWKS_MIN_REFRESH_SECS", "0"),
-        ],
-    )
-    .await;
+    let app = spawn_with_jwks(&provider).await;
     provider.reset().await;
     Mock::given(method("GET"))
         .respond_with(
