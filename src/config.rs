@@ -130,9 +130,11 @@ pub struct Settings {
     /// `LOG_FORMAT`: `json` or `pretty` (see [`Settings::log_format`]).
     #[serde(default = "defaults::log_format", rename = "log_format")]
     log_format_name: String,
-    /// `DB_POOL_MAX`: most connections held open to the database.
-    #[serde(default = "defaults::db_pool_max")]
-    pub db_pool_max: u32,
+    /// `DB_POOL_MAX`: most connections held open to the database (default
+    /// 16 on PostgreSQL; 4 on SQLite, where writers queue for one lock and
+    /// more connections only add memory and tail latency).
+    #[serde(default)]
+    db_pool_max: Option<u32>,
     /// `DB_ACQUIRE_TIMEOUT_MS`: how long a request waits for a connection
     /// before answering 503; short, so an outage fails fast.
     #[serde(default = "defaults::db_acquire_timeout_ms")]
@@ -197,9 +199,6 @@ mod defaults {
     pub fn log_format() -> String {
         "json".into()
     }
-    pub fn db_pool_max() -> u32 {
-        16
-    }
     pub fn db_acquire_timeout_ms() -> u64 {
         2_000
     }
@@ -261,7 +260,7 @@ impl Settings {
         DatabaseUrl::parse(&self.db_url)?;
         LogFormat::parse(&self.log_format_name)?;
         let positive = [
-            ("DB_POOL_MAX", u64::from(self.db_pool_max)),
+            ("DB_POOL_MAX", u64::from(self.db_pool_max())),
             ("DB_ACQUIRE_TIMEOUT_MS", self.db_acquire_timeout_ms),
             ("REQUEST_TIMEOUT_MS", self.request_timeout_ms),
             ("MAX_BODY_BYTES", self.max_body_bytes as u64),
@@ -283,7 +282,7 @@ impl Settings {
         // Upper bounds keep time arithmetic from overflowing and catch
         // values given in the wrong unit.
         let bounded = [
-            ("DB_POOL_MAX", u64::from(self.db_pool_max), 1_000),
+            ("DB_POOL_MAX", u64::from(self.db_pool_max()), 1_000),
             ("DB_ACQUIRE_TIMEOUT_MS", self.db_acquire_timeout_ms, 600_000),
             ("REQUEST_TIMEOUT_MS", self.request_timeout_ms, 3_600_000),
             ("SHUTDOWN_TIMEOUT_MS", self.shutdown_timeout_ms, 3_600_000),
@@ -355,6 +354,15 @@ impl Settings {
         Ok(())
     }
 
+    /// The pool size for the configured backend.
+    pub fn db_pool_max(&self) -> u32 {
+        let default = match DatabaseUrl::parse(&self.db_url) {
+            Ok(DatabaseUrl::Sqlite(_)) => 4,
+            _ => 16,
+        };
+        self.db_pool_max.unwrap_or(default)
+    }
+
     pub fn log_format(&self) -> LogFormat {
         LogFormat::parse(&self.log_format_name).expect("validated at start-up")
     }
@@ -422,6 +430,11 @@ mod tests {
         assert!(!settings.auth_on);
         assert_eq!(settings.log_format(), LogFormat::Json);
         assert!(settings.payments_url.is_none());
+        assert_eq!(settings.db_pool_max(), 4, "SQLite's default pool");
+        let postgres = Settings::from_vars(vars(&[("DB_URL", "postgresql://db/orders")])).unwrap();
+        assert_eq!(postgres.db_pool_max(), 16);
+        let set = Settings::from_vars(vars(&[("DB_POOL_MAX", "7")])).unwrap();
+        assert_eq!(set.db_pool_max(), 7);
     }
 
     #[test]

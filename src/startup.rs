@@ -56,7 +56,7 @@ impl Application {
         let db = Database::connect_lazy(
             &url,
             PoolSettings {
-                max_connections: settings.db_pool_max,
+                max_connections: settings.db_pool_max(),
                 acquire_timeout: settings.db_acquire_timeout(),
             },
         )
