@@ -18,7 +18,7 @@ use crate::domain::status::{Cancellation, PaymentStep};
 use crate::domain::{Order, OrderId, OrderStatus};
 use crate::http::error::{ApiError, Upstream};
 use crate::metrics::Metrics;
-use crate::repository::{Lease, OrdersRepository};
+use crate::repository::{Completion, Lease, OrdersRepository};
 use crate::upstream::{Kitchen, PaymentStatus, Payments, UpstreamError};
 
 /// Moves orders through their lifecycle.
@@ -123,14 +123,14 @@ impl OrderLifecycle {
         };
         let recorded = self
             .repo
-            .complete(
+            .complete(Completion {
                 lease,
-                OrderStatus::Created,
-                OrderStatus::Paid,
-                Some(payment.id),
-                None,
-                Some(next.until),
-            )
+                from: OrderStatus::Created,
+                to: OrderStatus::Paid,
+                payment_id: Some(payment.id),
+                schedule_id: None,
+                keep_until: Some(next.until),
+            })
             .await
             .inspect_err(|err| {
                 tracing::error!(order_id = %id, payment_id = %payment.id, error = %err,
@@ -178,14 +178,14 @@ impl OrderLifecycle {
         };
         let recorded = self
             .repo
-            .complete(
+            .complete(Completion {
                 lease,
-                OrderStatus::Paid,
-                OrderStatus::Progress,
-                None,
-                Some(schedule_id),
-                None,
-            )
+                from: OrderStatus::Paid,
+                to: OrderStatus::Progress,
+                payment_id: None,
+                schedule_id: Some(schedule_id),
+                keep_until: None,
+            })
             .await?;
         if recorded {
             tracing::info!(order_id = %id, %schedule_id, "order scheduled");
@@ -242,14 +242,14 @@ impl OrderLifecycle {
         self.metrics.upstream_call(Upstream::Kitchen.name(), "ok");
         if self
             .repo
-            .complete(
+            .complete(Completion {
                 lease,
-                OrderStatus::Progress,
-                OrderStatus::Cancelled,
-                None,
-                None,
-                None,
-            )
+                from: OrderStatus::Progress,
+                to: OrderStatus::Cancelled,
+                payment_id: None,
+                schedule_id: None,
+                keep_until: None,
+            })
             .await?
         {
             tracing::info!(order_id = %id, %schedule_id, "order cancelled with the kitchen");

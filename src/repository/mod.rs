@@ -66,15 +66,17 @@ pub enum RepositoryError {
     Corrupt(String),
 }
 
-/// A completed upstream step, as the backends record it.
+/// What an upstream call made under `lease` achieved: the order moves from
+/// `from` to `to`, records the ids learnt, and keeps the lease until
+/// `keep_until` for a next step (`None` drops it).
 #[derive(Debug, Clone, Copy)]
-struct Step {
-    lease: Lease,
-    from: OrderStatus,
-    to: OrderStatus,
-    payment_id: Option<Uuid>,
-    schedule_id: Option<Uuid>,
-    keep_until: Option<OffsetDateTime>,
+pub struct Completion {
+    pub lease: Lease,
+    pub from: OrderStatus,
+    pub to: OrderStatus,
+    pub payment_id: Option<Uuid>,
+    pub schedule_id: Option<Uuid>,
+    pub keep_until: Option<OffsetDateTime>,
 }
 
 impl From<sqlx::Error> for RepositoryError {
@@ -234,10 +236,31 @@ impl OrdersRepository {
         order: &NewOrder,
         key: IdempotencyKey<'_>,
     ) -> Result<KeyedCreate> {
-        match &self.db {
-            Database::Postgres(pool) => postgres::create_with_key(pool, owner, order, key).await,
-            Database::Sqlite(pool) => sqlite::create_with_key(pool, owner, order, key).await,
+        // A second round only when the key was purged between the failed
+        // insert and the look-up: then it is free again.
+        for _ in 0..2 {
+            let created = match &self.db {
+                Database::Postgres(pool) => {
+                    postgres::insert_with_key(pool, owner, order, key).await?
+                }
+                Database::Sqlite(pool) => sqlite::insert_with_key(pool, owner, order, key).await?,
+            };
+            if let Some(order) = created {
+                return Ok(KeyedCreate::Created(order));
+            }
+            let previous = match &self.db {
+                Database::Postgres(pool) => postgres::lookup_key(pool, owner, key.key).await?,
+                Database::Sqlite(pool) => sqlite::lookup_key(pool, owner, key.key).await?,
+            };
+            match previous {
+                Some((request, id)) if request == key.request => {
+                    return Ok(KeyedCreate::Replayed(id));
+                }
+                Some(_) => return Ok(KeyedCreate::KeyReused),
+                None => continue,
+            }
         }
+        Err(RepositoryError::Busy)
     }
 
     /// Deletes idempotency keys that expired before `now`.
@@ -285,26 +308,9 @@ impl OrdersRepository {
         }
     }
 
-    /// Records the outcome of an upstream call made under `lease`: moves the
-    /// order from `from` to `to`, and keeps the lease until `keep_until` for
-    /// a next step (or drops it). `false` when the lease was lost meanwhile.
-    pub async fn complete(
-        &self,
-        lease: Lease,
-        from: OrderStatus,
-        to: OrderStatus,
-        payment_id: Option<Uuid>,
-        schedule_id: Option<Uuid>,
-        keep_until: Option<OffsetDateTime>,
-    ) -> Result<bool> {
-        let step = Step {
-            lease,
-            from,
-            to,
-            payment_id,
-            schedule_id,
-            keep_until,
-        };
+    /// Records the outcome of an upstream call. `false` when the lease was
+    /// lost meanwhile (nothing is written then).
+    pub async fn complete(&self, step: Completion) -> Result<bool> {
         match &self.db {
             Database::Postgres(pool) => postgres::complete(pool, step).await,
             Database::Sqlite(pool) => sqlite::complete(pool, step).await,

@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::rows::{self, ItemRow};
 use super::{
-    Cursor, IdempotencyKey, KeyedCreate, Lease, LifecycleState, PageRequest, RepositoryError,
-    Result, Step, sql,
+    Completion, Cursor, IdempotencyKey, Lease, LifecycleState, PageRequest, RepositoryError,
+    Result, sql,
 };
 use crate::domain::order::now_micros;
 use crate::domain::{NewOrder, Order, OrderId, OrderItems, OrderStatus};
@@ -98,12 +98,14 @@ pub async fn create(pool: &PgPool, owner: &str, order: &NewOrder) -> Result<Orde
     insert_order(pool, owner, order).await
 }
 
-pub async fn create_with_key(
+/// Creates the order and records its key in one transaction; `None` (and
+/// nothing written) when a live key of that name exists.
+pub async fn insert_with_key(
     pool: &PgPool,
     owner: &str,
     order: &NewOrder,
     key: IdempotencyKey<'_>,
-) -> Result<KeyedCreate> {
+) -> Result<Option<Order>> {
     let mut tx = pool.begin().await?;
     let created = insert_order(&mut *tx, owner, order).await?;
     // A concurrent request with the same key waits here for ours to commit,
@@ -117,22 +119,25 @@ pub async fn create_with_key(
         .bind(now_micros())
         .fetch_optional(&mut *tx)
         .await?;
-    if owned.is_some() {
-        tx.commit().await?;
-        return Ok(KeyedCreate::Created(created));
+    if owned.is_none() {
+        tx.rollback().await?;
+        return Ok(None);
     }
-    tx.rollback().await?;
-    let previous: Option<(String, Uuid)> = sqlx::query_as(sql::LOOKUP_KEY)
+    tx.commit().await?;
+    Ok(Some(created))
+}
+
+/// The canonical request and order a key stands for.
+pub async fn lookup_key(
+    pool: &PgPool,
+    owner: &str,
+    key: &str,
+) -> Result<Option<(String, OrderId)>> {
+    Ok(sqlx::query_as(sql::LOOKUP_KEY)
         .bind(owner)
-        .bind(key.key)
+        .bind(key)
         .fetch_optional(pool)
-        .await?;
-    Ok(match previous {
-        Some((request, id)) if request == key.request => KeyedCreate::Replayed(id),
-        Some(_) => KeyedCreate::KeyReused,
-        // Purged between the two statements: the key is free again.
-        None => Box::pin(create_with_key(pool, owner, order, key)).await?,
-    })
+        .await?)
 }
 
 pub async fn purge_expired_keys(pool: &PgPool, now: time::OffsetDateTime) -> Result<u64> {
@@ -191,7 +196,7 @@ pub async fn release(pool: &PgPool, lease: Lease) -> Result<()> {
     Ok(())
 }
 
-pub async fn complete(pool: &PgPool, step: Step) -> Result<bool> {
+pub async fn complete(pool: &PgPool, step: Completion) -> Result<bool> {
     let done = sqlx::query(sql::COMPLETE)
         .bind(step.lease.order_id)
         .bind(step.from.as_str())

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::rows::{self, ItemRow};
 use super::{
-    Cursor, IdempotencyKey, KeyedCreate, Lease, LifecycleState, PageRequest, RepositoryError,
-    Result, Step, sql,
+    Completion, Cursor, IdempotencyKey, Lease, LifecycleState, PageRequest, RepositoryError,
+    Result, sql,
 };
 use crate::domain::order::now_micros;
 use crate::domain::{NewOrder, Order, OrderId, OrderItems, OrderStatus};
@@ -96,12 +96,14 @@ pub async fn create(pool: &SqlitePool, owner: &str, order: &NewOrder) -> Result<
     Ok(order)
 }
 
-pub async fn create_with_key(
+/// Creates the order and records its key in one transaction; `None` (and
+/// nothing written) when a live key of that name exists.
+pub async fn insert_with_key(
     pool: &SqlitePool,
     owner: &str,
     order: &NewOrder,
     key: IdempotencyKey<'_>,
-) -> Result<KeyedCreate> {
+) -> Result<Option<Order>> {
     let mut tx = pool.begin().await?;
     let created = insert_order(&mut tx, owner, order).await?;
     let owned: Option<String> = sqlx::query_scalar(sql::UPSERT_KEY)
@@ -113,23 +115,31 @@ pub async fn create_with_key(
         .bind(micros(now_micros()))
         .fetch_optional(&mut *tx)
         .await?;
-    if owned.is_some() {
-        tx.commit().await?;
-        return Ok(KeyedCreate::Created(created));
+    if owned.is_none() {
+        tx.rollback().await?;
+        return Ok(None);
     }
-    tx.rollback().await?;
-    let previous: Option<(String, String)> = sqlx::query_as(sql::LOOKUP_KEY)
+    tx.commit().await?;
+    Ok(Some(created))
+}
+
+/// The canonical request and order a key stands for.
+pub async fn lookup_key(
+    pool: &SqlitePool,
+    owner: &str,
+    key: &str,
+) -> Result<Option<(String, OrderId)>> {
+    let row: Option<(String, String)> = sqlx::query_as(sql::LOOKUP_KEY)
         .bind(owner)
-        .bind(key.key)
+        .bind(key)
         .fetch_optional(pool)
         .await?;
-    Ok(match previous {
-        Some((request, id)) if request == key.request => KeyedCreate::Replayed(
-            Uuid::parse_str(&id).map_err(|e| RepositoryError::Corrupt(e.to_string()))?,
-        ),
-        Some(_) => KeyedCreate::KeyReused,
-        None => Box::pin(create_with_key(pool, owner, order, key)).await?,
+    row.map(|(request, id)| {
+        Uuid::parse_str(&id)
+            .map(|id| (request, id))
+            .map_err(|e| RepositoryError::Corrupt(e.to_string()))
     })
+    .transpose()
 }
 
 pub async fn purge_expired_keys(pool: &SqlitePool, now: OffsetDateTime) -> Result<u64> {
@@ -193,7 +203,7 @@ pub async fn release(pool: &SqlitePool, lease: Lease) -> Result<()> {
     Ok(())
 }
 
-pub async fn complete(pool: &SqlitePool, step: Step) -> Result<bool> {
+pub async fn complete(pool: &SqlitePool, step: Completion) -> Result<bool> {
     let done = sqlx::query(sql::COMPLETE)
         .bind(text(step.lease.order_id))
         .bind(step.from.as_str())

@@ -44,11 +44,10 @@ impl From<reqwest::Error> for UpstreamError {
     fn from(err: reqwest::Error) -> Self {
         if err.is_timeout() {
             UpstreamError::Timeout
-        } else if err.is_connect() || err.is_request() {
-            UpstreamError::Unreachable(root_cause(&err))
         } else if err.is_decode() || err.is_body() {
             UpstreamError::BadResponse(format!("unreadable body: {}", root_cause(&err)))
         } else {
+            // Connect, DNS, reset before an answer: no answer came.
             UpstreamError::Unreachable(root_cause(&err))
         }
     }
