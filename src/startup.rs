@@ -156,6 +156,7 @@ impl Application {
             notify.notify_one();
         };
         let purge = tokio::spawn(purge_expired_keys(self.state.repo.clone()));
+        let reap = tokio::spawn(close_idle_connections(self.state.repo.database().clone()));
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
         let deadline = self.settings.shutdown_timeout();
         let outcome = tokio::select! {
@@ -169,6 +170,7 @@ impl Application {
             }
         };
         purge.abort();
+        reap.abort();
         self.state.repo.database().close().await;
         tracing::info!("stopped");
         outcome
@@ -221,6 +223,14 @@ async fn purge_expired_keys(repo: OrdersRepository) {
             Ok(purged) => tracing::info!(purged, "purged expired idempotency keys"),
             Err(err) => tracing::debug!(error = %err, "could not purge idempotency keys"),
         }
+    }
+}
+
+async fn close_idle_connections(db: Database) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        db.close_idle().await;
     }
 }
 

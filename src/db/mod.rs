@@ -4,13 +4,16 @@
 //! are separate pools behind one enum; the repository matches on it.
 
 pub mod migrations;
+mod pg_pool;
+
+pub use pg_pool::{PgConnectionGuard, PgPool};
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::SqlitePool;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
 
 use crate::config::DatabaseUrl;
 
@@ -35,17 +38,11 @@ impl Database {
         Ok(match url {
             DatabaseUrl::Postgres(url) => {
                 let options = PgConnectOptions::from_str(url)?.application_name("orders-service");
-                Database::Postgres(
-                    PgPoolOptions::new()
-                        .max_connections(pool.max_connections)
-                        .acquire_timeout(pool.acquire_timeout)
-                        // The default ping before every acquire is a round
-                        // trip per request (about 15% of throughput); a dead
-                        // connection still fails its query (answered 503)
-                        // and is dropped, and sqlx checks it on release.
-                        .test_before_acquire(false)
-                        .connect_lazy_with(options),
-                )
+                Database::Postgres(PgPool::new(
+                    options,
+                    pool.max_connections,
+                    pool.acquire_timeout,
+                ))
             }
             DatabaseUrl::Sqlite(url) => Database::Sqlite(
                 SqlitePoolOptions::new()
@@ -66,7 +63,7 @@ impl Database {
     /// Connections (in use, idle) for the metrics gauge.
     pub fn pool_usage(&self) -> (u32, u32) {
         let (size, idle) = match self {
-            Database::Postgres(pool) => (pool.size(), pool.num_idle() as u32),
+            Database::Postgres(pool) => pool.usage(),
             Database::Sqlite(pool) => (pool.size(), pool.num_idle() as u32),
         };
         (size.saturating_sub(idle), idle)
@@ -76,6 +73,15 @@ impl Database {
         match self {
             Database::Postgres(pool) => pool.close().await,
             Database::Sqlite(pool) => pool.close().await,
+        }
+    }
+
+    /// Closes connections idle for ten minutes (SQLite's pool does so
+    /// itself), so a quiet replica frees its share of the server's
+    /// connection slots.
+    pub async fn close_idle(&self) {
+        if let Database::Postgres(pool) = self {
+            pool.close_idle().await;
         }
     }
 }

@@ -1,7 +1,7 @@
 //! PostgreSQL: native `uuid` and `timestamptz`, items written with one
 //! `UNNEST` statement so a create is a single round trip.
 
-use sqlx::{PgPool, Postgres, Row, postgres::PgRow};
+use sqlx::{Connection, Postgres, Row, postgres::PgRow};
 use uuid::Uuid;
 
 use super::rows::{self, ItemRow};
@@ -9,6 +9,7 @@ use super::{
     Completion, Cursor, IdempotencyKey, Lease, LifecycleState, PageRequest, RepositoryError,
     Result, sql,
 };
+use crate::db::PgPool;
 use crate::domain::order::now_micros;
 use crate::domain::{NewOrder, Order, OrderId, OrderItems, OrderStatus};
 
@@ -95,7 +96,10 @@ async fn insert_order(
 }
 
 pub async fn create(pool: &PgPool, owner: &str, order: &NewOrder) -> Result<Order> {
-    insert_order(pool, owner, order).await
+    let mut conn = pool.acquire().await?;
+    let created = insert_order(&mut *conn, owner, order).await?;
+    conn.settle();
+    Ok(created)
 }
 
 /// Creates the order and records its key in one transaction; `None` (and
@@ -106,7 +110,8 @@ pub async fn insert_with_key(
     order: &NewOrder,
     key: IdempotencyKey<'_>,
 ) -> Result<Option<Order>> {
-    let mut tx = pool.begin().await?;
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
     let created = insert_order(&mut *tx, owner, order).await?;
     // A concurrent request with the same key waits here for ours to commit,
     // then finds the key taken.
@@ -121,9 +126,11 @@ pub async fn insert_with_key(
         .await?;
     if owned.is_none() {
         tx.rollback().await?;
+        conn.settle();
         return Ok(None);
     }
     tx.commit().await?;
+    conn.settle();
     Ok(Some(created))
 }
 
@@ -133,28 +140,36 @@ pub async fn lookup_key(
     owner: &str,
     key: &str,
 ) -> Result<Option<(String, OrderId)>> {
-    Ok(sqlx::query_as(sql::LOOKUP_KEY)
+    let mut conn = pool.acquire().await?;
+    let found = sqlx::query_as(sql::LOOKUP_KEY)
         .bind(owner)
         .bind(key)
-        .fetch_optional(pool)
-        .await?)
+        .fetch_optional(&mut *conn)
+        .await?;
+    conn.settle();
+    Ok(found)
 }
 
 pub async fn purge_expired_keys(pool: &PgPool, now: time::OffsetDateTime) -> Result<u64> {
-    Ok(sqlx::query(sql::PURGE_KEYS)
+    let mut conn = pool.acquire().await?;
+    let purged = sqlx::query(sql::PURGE_KEYS)
         .bind(now)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?
-        .rows_affected())
+        .rows_affected();
+    conn.settle();
+    Ok(purged)
 }
 
 pub async fn lifecycle_state(pool: &PgPool, owner: &str, id: OrderId) -> Result<LifecycleState> {
+    let mut conn = pool.acquire().await?;
     let row: Option<(String, Option<time::OffsetDateTime>, Option<Uuid>)> =
         sqlx::query_as(sql::LIFECYCLE_STATE)
             .bind(id)
             .bind(owner)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?;
+    conn.settle();
     let (status, claimed_until, schedule_id) = row.ok_or(RepositoryError::NotFound)?;
     Ok(LifecycleState {
         status: status
@@ -175,28 +190,33 @@ pub async fn claim(
     until: time::OffsetDateTime,
     now: time::OffsetDateTime,
 ) -> Result<bool> {
+    let mut conn = pool.acquire().await?;
     let claimed = sqlx::query(sql::CLAIM)
         .bind(id)
         .bind(owner)
         .bind(status.as_str())
         .bind(until)
         .bind(now)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
+    conn.settle();
     Ok(claimed == 1)
 }
 
 pub async fn release(pool: &PgPool, lease: Lease) -> Result<()> {
+    let mut conn = pool.acquire().await?;
     sqlx::query(sql::RELEASE)
         .bind(lease.order_id)
         .bind(lease.until)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
+    conn.settle();
     Ok(())
 }
 
 pub async fn complete(pool: &PgPool, step: Completion) -> Result<bool> {
+    let mut conn = pool.acquire().await?;
     let done = sqlx::query(sql::COMPLETE)
         .bind(step.lease.order_id)
         .bind(step.from.as_str())
@@ -206,9 +226,10 @@ pub async fn complete(pool: &PgPool, step: Completion) -> Result<bool> {
         .bind(step.schedule_id)
         .bind(step.lease.until)
         .bind(step.keep_until)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
+    conn.settle();
     Ok(done == 1)
 }
 
@@ -218,22 +239,26 @@ pub async fn cancel_unclaimed(
     id: OrderId,
     now: time::OffsetDateTime,
 ) -> Result<bool> {
+    let mut conn = pool.acquire().await?;
     let cancelled = sqlx::query(sql::CANCEL_UNCLAIMED)
         .bind(id)
         .bind(owner)
         .bind(now)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
+    conn.settle();
     Ok(cancelled == 1)
 }
 
 pub async fn get(pool: &PgPool, owner: &str, id: OrderId) -> Result<Order> {
+    let mut conn = pool.acquire().await?;
     let rows = sqlx::query(sql::GET)
         .bind(id)
         .bind(owner)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
+    conn.settle();
     rows::single(item_rows(rows)?)
 }
 
@@ -245,7 +270,10 @@ pub async fn list(pool: &PgPool, owner: &str, page: PageRequest) -> Result<Vec<O
         Some(Cursor { created, id }) => query.bind(created).bind(id),
         None => query,
     };
-    rows::assemble(item_rows(query.fetch_all(pool).await?)?)
+    let mut conn = pool.acquire().await?;
+    let rows = query.fetch_all(&mut *conn).await?;
+    conn.settle();
+    rows::assemble(item_rows(rows)?)
 }
 
 async fn status_of(
@@ -262,7 +290,8 @@ async fn status_of(
 }
 
 pub async fn replace(pool: &PgPool, owner: &str, id: OrderId, order: &NewOrder) -> Result<Order> {
-    let mut tx = pool.begin().await?;
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
     let created: Option<time::OffsetDateTime> = sqlx::query_scalar(sql::TOUCH_CREATED)
         .bind(id)
         .bind(owner)
@@ -270,7 +299,10 @@ pub async fn replace(pool: &PgPool, owner: &str, id: OrderId, order: &NewOrder) 
         .fetch_optional(&mut *tx)
         .await?;
     let Some(created) = created else {
-        return Err(rows::refusal(status_of(&mut *tx, owner, id).await?));
+        let status = status_of(&mut *tx, owner, id).await?;
+        tx.rollback().await?;
+        conn.settle();
+        return Err(rows::refusal(status));
     };
     sqlx::query(sql::DELETE_ITEMS)
         .bind(id)
@@ -286,6 +318,7 @@ pub async fn replace(pool: &PgPool, owner: &str, id: OrderId, order: &NewOrder) 
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    conn.settle();
     Ok(Order {
         id,
         created,
@@ -295,24 +328,33 @@ pub async fn replace(pool: &PgPool, owner: &str, id: OrderId, order: &NewOrder) 
 }
 
 pub async fn delete(pool: &PgPool, owner: &str, id: OrderId) -> Result<()> {
+    let mut conn = pool.acquire().await?;
     let deleted = sqlx::query(sql::DELETE_ORDER)
         .bind(id)
         .bind(owner)
         .bind(now_micros())
-        .execute(pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
-    if deleted == 0 {
-        return Err(rows::refusal(status_of(pool, owner, id).await?));
-    }
-    Ok(())
+    let refused = if deleted == 0 {
+        Some(rows::refusal(status_of(&mut *conn, owner, id).await?))
+    } else {
+        None
+    };
+    conn.settle();
+    refused.map_or(Ok(()), Err)
 }
 
 pub async fn schema_version(pool: &PgPool) -> Result<Option<i64>> {
-    match sqlx::query_scalar::<_, Option<i32>>(sql::SCHEMA_VERSION)
-        .fetch_one(pool)
-        .await
-    {
+    let mut conn = pool.acquire().await?;
+    let version = sqlx::query_scalar::<_, Option<i32>>(sql::SCHEMA_VERSION)
+        .fetch_one(&mut *conn)
+        .await;
+    // A database error (the table missing) leaves the connection usable.
+    if matches!(version, Ok(_) | Err(sqlx::Error::Database(_))) {
+        conn.settle();
+    }
+    match version {
         Ok(version) => Ok(version.map(i64::from)),
         // undefined_table: no migration has run yet.
         Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("42P01") => Ok(None),

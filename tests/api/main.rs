@@ -16,4 +16,5 @@ mod orders_create;
 mod orders_list;
 mod orders_read;
 mod orders_update;
+mod pg_pool;
 mod upstreams;

@@ -1,0 +1,92 @@
+//! The PostgreSQL pool skips sqlx's ping on every checkout; these tests pin
+//! down what makes that safe: a connection whose statement was cut off, or
+//! whose server session died, is checked or replaced before it serves again.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use orders_service::db::PgPool;
+use sqlx::Connection;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::helpers::admin_url;
+
+/// One connection, so every checkout gets the same one back.
+fn single_connection_pool() -> PgPool {
+    let options = PgConnectOptions::from_str(&admin_url()).expect("TEST_DATABASE_URL");
+    PgPool::new(options, 1, Duration::from_secs(5))
+}
+
+async fn answer(pool: &PgPool, sql: &'static str) -> Result<i32, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let value = sqlx::query_scalar(sql).fetch_one(&mut *conn).await?;
+    conn.settle();
+    Ok(value)
+}
+
+#[tokio::test]
+async fn a_statement_cut_off_half_way_does_not_leak_into_the_next_checkout() {
+    let pool = single_connection_pool();
+    let mut conn = pool.acquire().await.unwrap();
+    let slow = sqlx::query_scalar::<_, i32>("SELECT 7 FROM pg_sleep(0.3)").fetch_one(&mut *conn);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), slow)
+            .await
+            .is_err(),
+        "the slow statement was cut off"
+    );
+    drop(conn);
+    // The next user must read its own answer, not the abandoned 7.
+    assert_eq!(answer(&pool, "SELECT 42").await.unwrap(), 42);
+    assert_eq!(answer(&pool, "SELECT 43").await.unwrap(), 43);
+}
+
+#[tokio::test]
+async fn a_transaction_dropped_without_commit_is_rolled_back_before_reuse() {
+    let pool = single_connection_pool();
+    let mut conn = pool.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("CREATE TEMPORARY TABLE dropped_work (x int)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    drop(tx);
+    drop(conn);
+    // Same connection (pool of one), so the temporary table would be
+    // visible had the transaction survived into this checkout.
+    let rolled_back: bool =
+        answer_bool(&pool, "SELECT to_regclass('pg_temp.dropped_work') IS NULL").await;
+    assert!(
+        rolled_back,
+        "the next user runs outside the old transaction"
+    );
+}
+
+async fn answer_bool(pool: &PgPool, sql: &'static str) -> bool {
+    let mut conn = pool.acquire().await.unwrap();
+    let value = sqlx::query_scalar(sql).fetch_one(&mut *conn).await.unwrap();
+    conn.settle();
+    value
+}
+
+#[tokio::test]
+async fn a_connection_whose_session_died_fails_once_and_is_then_replaced() {
+    let pool = single_connection_pool();
+    let pid = answer(&pool, "SELECT pg_backend_pid()").await.unwrap();
+    let mut admin =
+        sqlx::PgConnection::connect_with(&PgConnectOptions::from_str(&admin_url()).unwrap())
+            .await
+            .unwrap();
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(terminated);
+    // The settled connection goes out unchecked, so its next statement
+    // meets the closed session (the request answers 503)...
+    assert!(answer(&pool, "SELECT 1").await.is_err());
+    // ...and that failure makes the pool check it and connect anew.
+    let new_pid = answer(&pool, "SELECT pg_backend_pid()").await.unwrap();
+    assert_ne!(new_pid, pid);
+}
