@@ -781,3 +781,61 @@ fn the_server_image_exposes_the_default_port() {
         "migrate listens on no port"
     );
 }
+
+/// The folders `[patch.crates-io]` takes crates from.
+fn patched_paths() -> Vec<String> {
+    let manifest = std::fs::read_to_string(repository().join("Cargo.toml")).expect("Cargo.toml");
+    let mut paths = Vec::new();
+    let mut in_patch = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_patch = line == "[patch.crates-io]";
+        } else if in_patch && let Some((_, rest)) = line.split_once("path = \"") {
+            paths.push(rest.split('"').next().unwrap_or_default().to_owned());
+        }
+    }
+    paths
+}
+
+/// cargo-chef's recipe names a patched crate by its path but does not carry
+/// it: without the folder, `cargo chef cook` fails to load the manifest.
+#[test]
+fn patched_crates_reach_the_dependency_build_of_both_images() {
+    let paths = patched_paths();
+    for path in &paths {
+        assert!(
+            repository().join(path).join("Cargo.toml").is_file(),
+            "{path}/Cargo.toml"
+        );
+    }
+    let ignored =
+        std::fs::read_to_string(repository().join(".dockerignore")).expect(".dockerignore");
+    for dockerfile in ["Dockerfile", "migrations.dockerfile"] {
+        let instructions = instructions(dockerfile);
+        let cook = instructions
+            .iter()
+            .position(|(keyword, arguments)| {
+                keyword == "RUN" && arguments.contains("cargo chef cook")
+            })
+            .unwrap_or_else(|| panic!("{dockerfile}: cargo chef cook"));
+        let stage_start = instructions[..cook]
+            .iter()
+            .rposition(|(keyword, _)| keyword == "FROM")
+            .expect("a FROM");
+        for path in &paths {
+            let top = path.split('/').next().unwrap_or_default();
+            assert!(
+                instructions[stage_start..cook]
+                    .iter()
+                    .any(|(keyword, arguments)| {
+                        keyword == "COPY" && arguments.split_whitespace().next() == Some(top)
+                    }),
+                "{dockerfile}: copies {top} before cargo chef cook"
+            );
+            assert!(
+                !ignored.lines().any(|line| line.trim() == top),
+                ".dockerignore leaves out {top}"
+            );
+        }
+    }
+}
