@@ -346,13 +346,15 @@ def cmd_pgbench(args):
     if out.returncode != 0 or not tps:
         sys.stderr.write(text)
         raise SystemExit(f"bench: pgbench {args.script} failed")
-    row = {"kind": "pgbench", "script": args.script, "orders": args.orders,
+    row = {"kind": "pgbench", "script": args.script, "protocol": args.protocol,
+           "orders": args.orders,
            "tps": float(tps.group(1)), "lat_avg_ms": float(lat.group(1)) if lat else None,
            "failed": int(failed.group(1)) if failed else 0,
            "transactions": int(done.group(1)) if done else None}
     add_cpu(row, cpu, row["tps"])
     record(args.results, row)
-    print(f"  pgbench {args.script + '.sql':<28} {args.orders:>9,} orders: {row['tps']:6.0f} tps    "
+    label = f"{args.script}.sql -M {args.protocol}"
+    print(f"  pgbench {label:<28} {args.orders:>9,} orders: {row['tps']:6.0f} tps    "
           f"latency avg {row['lat_avg_ms']:.2f} ms  failed {row['failed']}  " + cpu_text(row),
           flush=True)
     return 0
@@ -380,19 +382,25 @@ def cmd_report(args):
     if args.meta and os.path.exists(args.meta):
         meta = json.load(open(args.meta))
     http_rows = [r for r in rows if r["kind"] == "http"]
-    pg = {(r["script"], r["orders"]): r for r in rows if r["kind"] == "pgbench"}
+    pg = {(r["script"], r.get("protocol", "prepared"), r["orders"]): r
+          for r in rows if r["kind"] == "pgbench"}
     header = ["endpoint", "orders", "req/s", "p50 ms", "p99 ms", "max ms", "non-2xx",
-              "pgbench script", "pgbench tps", "share", "peak RSS MiB",
-              "CPU us/req svc+pg (pgbench: pg)" if pg else "CPU us/req svc", "other+steal CPU"]
+              "pgbench script", "pgbench tps simple / prepared", "share simple / prepared",
+              "peak RSS MiB",
+              "CPU us/req svc+pg (pgbench prepared: pg)" if pg else "CPU us/req svc",
+              "other+steal CPU"]
     table = []
     for r in http_rows:
         script = MATCHING_SCRIPT.get(r["endpoint"])
-        p = pg.get((script, r["orders"]))
-        share = f"{100 * r['rps'] / p['tps']:.0f}%" if p else "-"
+        by_protocol = [pg.get((script, protocol, r["orders"]))
+                       for protocol in ("simple", "prepared")]
+        p = by_protocol[1] or by_protocol[0]
+        tps = " / ".join(f"{b['tps']:.0f}" if b else "-" for b in by_protocol)
+        share = " / ".join(f"{100 * r['rps'] / b['tps']:.0f}%" if b else "-" for b in by_protocol)
         table.append([
             r["endpoint"], f"{r['orders']:,}", f"{r['rps']:.0f}", f"{r['p50_ms']:.2f}",
             f"{r['p99_ms']:.2f}", f"{r['max_ms']:.1f}", str(r["errors"]),
-            f"{script}.sql" if p else "-", f"{p['tps']:.0f}" if p else "-", share,
+            f"{script}.sql" if p else "-", tps if p else "-", share if p else "-",
             f"{r['rss_hwm_kib'] / 1024:.1f}" if r.get("rss_hwm_kib") else "-",
             (f"{r['us_per_req_service']:.0f}"
              + (f"+{r['us_per_req_postgres']:.0f}" if r.get("mode") != "sqlite" else "")
@@ -426,13 +434,23 @@ def cmd_report(args):
     # Targets of issue 6.
     print("\nTargets:")
     checks = []
+    notes = []
     for endpoint, script in (("POST /orders", "create"), ("GET /orders/{id}", "get")):
         for r in http_rows:
-            p = pg.get((script, r["orders"]))
-            if r["endpoint"] == endpoint and p:
+            if r["endpoint"] != endpoint:
+                continue
+            # The target is against pgbench's default protocol, the one the
+            # issue's reference figures were measured with; the prepared
+            # figure is PostgreSQL's ceiling for a client that prepares.
+            p = pg.get((script, "simple", r["orders"]))
+            if p:
                 share = r["rps"] / p["tps"]
-                checks.append((f"{endpoint} at {r['orders']:,}: {100 * share:.0f}% of {script}.sql "
-                               "(>= 70%)", share >= 0.70))
+                checks.append((f"{endpoint} at {r['orders']:,}: {100 * share:.0f}% of "
+                               f"{script}.sql -M simple (>= 70%)", share >= 0.70))
+            p = pg.get((script, "prepared", r["orders"]))
+            if p:
+                notes.append(f"{endpoint} at {r['orders']:,}: {100 * r['rps'] / p['tps']:.0f}% "
+                             f"of {script}.sql -M prepared")
     for endpoint in ("GET /orders?limit=10", "GET /orders?limit=10&cancelled=false"):
         by_size = {r["orders"]: r for r in http_rows if r["endpoint"] == endpoint}
         if len(by_size) >= 2:
@@ -449,6 +467,8 @@ def cmd_report(args):
         checks.append((f"start-up to ready {ready:.1f} ms (< 100 ms)", ready < 100))
     for text, ok in checks:
         print(f"  [{'PASS' if ok else 'MISS'}] {text}")
+    for text in notes:
+        print(f"  [INFO] {text}")
     return 0
 
 
@@ -478,6 +498,7 @@ def main():
     p = sub.add_parser("pgbench")
     for name in ("--script", "--results", "--raw"):
         p.add_argument(name)
+    p.add_argument("--protocol", choices=("simple", "prepared"), required=True)
     p.add_argument("--orders", type=int, required=True)
     p.add_argument("command", nargs=argparse.REMAINDER)
 

@@ -221,11 +221,17 @@ http() { # ORDERS ENDPOINT-LABEL BENCH_MODE PATH
     --pid "$SERVICE_PID" -- "${wrk_cmd[@]}" -d"${DURATION}s" "http://127.0.0.1:$PORT$path"
 }
 
-pgb() { # ORDERS SCRIPT
-  python3 "$BENCH/bench.py" pgbench --script "$2" --orders "$1" --results "$RESULTS" --raw "$RAW" -- \
-    pgbench -n -c "$CONNECTIONS" -j 2 -T "$DURATION" -M prepared \
-      -D owner="$OWNER" -D orders="$1" -D limit=11 \
-      -D positions='{0}' -D products='{latte}' -D sizes='{small}' -D quantities='{1}' \
+pgb() { # ORDERS SCRIPT PROTOCOL
+  # -M simple (pgbench's default) substitutes variables into the text, so
+  # strings and arrays go in as quoted literals; -M prepared binds them.
+  local q=""
+  [ "$3" = simple ] && q="'"
+  python3 "$BENCH/bench.py" pgbench --script "$2" --protocol "$3" --orders "$1" \
+    --results "$RESULTS" --raw "$RAW" -- \
+    pgbench -n -c "$CONNECTIONS" -j 2 -T "$DURATION" -M "$3" \
+      -D owner="$q$OWNER$q" -D orders="$1" -D limit=11 \
+      -D positions="$q{0}$q" -D products="$q{latte}$q" -D sizes="$q{small}$q" \
+      -D quantities="$q{1}$q" \
       -f "$OUT/pgbench/$2.sql" "$PG_URL"
 }
 
@@ -243,14 +249,17 @@ measure_size() { # ORDERS
   # Each endpoint right before its pgbench script, so that both figures of
   # a share are measured under the same conditions. The reads first: the
   # orders placed by POST are removed afterwards.
+  # create and get against pgbench in both protocols (see README.md).
   http "$orders" "GET /orders/{id}" get /
-  [ "$MODE" = postgres ] && pgb "$orders" get
+  [ "$MODE" = postgres ] && pgb "$orders" get simple && pgb "$orders" get prepared
   http "$orders" "GET /orders?limit=10" url "/orders?limit=10"
-  [ "$MODE" = postgres ] && pgb "$orders" list
+  [ "$MODE" = postgres ] && pgb "$orders" list prepared
   http "$orders" "GET /orders?limit=10&cancelled=false" url "/orders?limit=10&cancelled=false"
-  [ "$MODE" = postgres ] && pgb "$orders" list_nc
+  [ "$MODE" = postgres ] && pgb "$orders" list_nc prepared
   http "$orders" "POST /orders" create /orders
-  [ "$MODE" = postgres ] && pgb "$orders" create
+  [ "$MODE" = postgres ] && pgb "$orders" create simple && pgb "$orders" create prepared
+  # The HTTP stack alone, no database: the floor of a request's cost.
+  [ "$orders" = "$SMALL" ] && http "$orders" "GET /healthz" url /healthz
   remove_new_orders
 }
 
