@@ -5,15 +5,17 @@
 //! one, and spawned a task for the second; that alone held the service well
 //! below what PostgreSQL serves. The ping is there because a statement cut
 //! off half-way (its request timed out, or its client hung up) can leave the
-//! connection mid-protocol. Here a connection says so itself: it goes back
-//! [`settled`](PgConnectionGuard::settle) only when the code using it saw its
-//! statements through, and only an unsettled one is checked (pinged, and
-//! discarded if that fails) before its next use.
+//! connection mid-protocol, and a transaction dropped without commit leaves
+//! it inside that transaction, holding its locks. Here a connection says so
+//! itself: it goes back to the pool only when the code using it saw its work
+//! through ([`PgConnectionGuard::settle`]); any other one (an error, a
+//! cancelled future) is closed on the spot, which makes PostgreSQL roll back
+//! at once, and the pool connects anew when it needs to.
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
+use deadpool::managed::{self, Metrics, Object, PoolError, QueueMode, RecycleError, RecycleResult};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 
@@ -25,44 +27,24 @@ const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// back its share of `max_connections` to busier ones.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
-/// A connection and whether its last user saw its statements through.
-#[derive(Debug)]
-pub struct TrackedConnection {
-    connection: PgConnection,
-    settled: bool,
-}
-
 #[derive(Debug)]
 pub struct Manager {
     options: PgConnectOptions,
 }
 
 impl managed::Manager for Manager {
-    type Type = TrackedConnection;
+    type Type = PgConnection;
     type Error = sqlx::Error;
 
-    async fn create(&self) -> Result<TrackedConnection, sqlx::Error> {
-        Ok(TrackedConnection {
-            connection: self.options.connect().await?,
-            settled: true,
-        })
+    async fn create(&self) -> Result<PgConnection, sqlx::Error> {
+        self.options.connect().await
     }
 
-    async fn recycle(
-        &self,
-        conn: &mut TrackedConnection,
-        metrics: &Metrics,
-    ) -> RecycleResult<sqlx::Error> {
+    async fn recycle(&self, _: &mut PgConnection, metrics: &Metrics) -> RecycleResult<sqlx::Error> {
         if metrics.age() > MAX_LIFETIME {
             return Err(RecycleError::message(
                 "connection reached its maximum lifetime",
             ));
-        }
-        if !conn.settled {
-            // Finishes whatever was cut off (a pending rollback included)
-            // and proves the connection still answers.
-            conn.connection.ping().await?;
-            conn.settled = true;
         }
         Ok(())
     }
@@ -73,35 +55,45 @@ impl managed::Manager for Manager {
 #[derive(Clone, Debug)]
 pub struct PgPool {
     inner: managed::Pool<Manager>,
+    acquire_timeout: Duration,
 }
 
 impl PgPool {
     pub fn new(options: PgConnectOptions, max_connections: u32, acquire_timeout: Duration) -> Self {
         let inner = managed::Pool::builder(Manager { options })
             .max_size(max_connections as usize)
-            // Waiting for a free connection and connecting share the budget
-            // a request has for reaching the database.
-            .wait_timeout(Some(acquire_timeout))
-            .create_timeout(Some(acquire_timeout))
-            .recycle_timeout(Some(acquire_timeout))
+            // The most recently used connection first: under light traffic
+            // the others stay idle long enough to be closed.
+            .queue_mode(QueueMode::Lifo)
             .runtime(deadpool::Runtime::Tokio1)
             .build()
-            .expect("a runtime and timeouts are configured");
-        Self { inner }
+            .expect("a runtime is configured");
+        Self {
+            inner,
+            acquire_timeout,
+        }
     }
 
     /// A connection for one unit of work: call
     /// [`settle`](PgConnectionGuard::settle) when it succeeded.
     pub async fn acquire(&self) -> Result<PgConnectionGuard, sqlx::Error> {
-        let mut object = self.inner.get().await.map_err(|err| match err {
-            PoolError::Backend(err) => err,
-            PoolError::Closed => sqlx::Error::PoolClosed,
-            PoolError::Timeout(_)
-            | PoolError::NoRuntimeSpecified
-            | PoolError::PostCreateHook(_) => sqlx::Error::PoolTimedOut,
-        })?;
-        object.settled = false;
-        Ok(PgConnectionGuard { object })
+        // One budget for waiting for a free connection and for connecting
+        // (deadpool would time each step on its own), so that an outage
+        // fails fast; `get` may be cancelled at any point.
+        let object = tokio::time::timeout(self.acquire_timeout, self.inner.get())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|err| match err {
+                PoolError::Backend(err) => err,
+                PoolError::Closed => sqlx::Error::PoolClosed,
+                PoolError::Timeout(_)
+                | PoolError::NoRuntimeSpecified
+                | PoolError::PostCreateHook(_) => sqlx::Error::PoolTimedOut,
+            })?;
+        Ok(PgConnectionGuard {
+            object: Some(object),
+            settled: false,
+        })
     }
 
     /// Connections open, and of those idle.
@@ -117,7 +109,7 @@ impl PgPool {
             .retain(|_, metrics| metrics.last_used() < IDLE_TIMEOUT)
             .removed;
         for conn in idle {
-            let _ = conn.connection.close().await;
+            let _ = conn.close().await;
         }
     }
 
@@ -127,22 +119,36 @@ impl PgPool {
         let idle = self.inner.retain(|_, _| false).removed;
         self.inner.close();
         for conn in idle {
-            let _ = conn.connection.close().await;
+            let _ = conn.close().await;
         }
     }
 }
 
 /// A connection on loan from the pool.
 pub struct PgConnectionGuard {
-    object: Object<Manager>,
+    /// `None` only once dropped.
+    object: Option<Object<Manager>>,
+    settled: bool,
 }
 
 impl PgConnectionGuard {
     /// Declares the work done and the connection clean: it goes back to the
-    /// pool without a check. Not calling it (an error, a cancelled future)
-    /// makes the pool check the connection before its next use.
+    /// pool. Without it (an error, a cancelled future) the connection is
+    /// closed when the guard drops.
     pub fn settle(mut self) {
-        self.object.settled = true;
+        self.settled = true;
+    }
+}
+
+impl Drop for PgConnectionGuard {
+    fn drop(&mut self) {
+        if !self.settled
+            && let Some(object) = self.object.take()
+        {
+            // Out of the pool and dropped: the socket closes, and PostgreSQL
+            // ends the session, rolling back whatever it held.
+            drop(Object::take(object));
+        }
     }
 }
 
@@ -150,12 +156,12 @@ impl Deref for PgConnectionGuard {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        &self.object.connection
+        self.object.as_ref().expect("present until dropped")
     }
 }
 
 impl DerefMut for PgConnectionGuard {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.object.connection
+        self.object.as_mut().expect("present until dropped")
     }
 }

@@ -350,14 +350,17 @@ pub async fn schema_version(pool: &PgPool) -> Result<Option<i64>> {
     let version = sqlx::query_scalar::<_, Option<i32>>(sql::SCHEMA_VERSION)
         .fetch_one(&mut *conn)
         .await;
-    // A database error (the table missing) leaves the connection usable.
-    if matches!(version, Ok(_) | Err(sqlx::Error::Database(_))) {
-        conn.settle();
-    }
     match version {
-        Ok(version) => Ok(version.map(i64::from)),
-        // undefined_table: no migration has run yet.
-        Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("42P01") => Ok(None),
+        Ok(version) => {
+            conn.settle();
+            Ok(version.map(i64::from))
+        }
+        // undefined_table: no migration has run yet; the connection is fine
+        // (readiness asks this every few seconds until the Job has run).
+        Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("42P01") => {
+            conn.settle();
+            Ok(None)
+        }
         Err(err) => Err(RepositoryError::from(err)),
     }
 }

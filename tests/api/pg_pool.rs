@@ -1,6 +1,6 @@
 //! The PostgreSQL pool skips sqlx's ping on every checkout; these tests pin
-//! down what makes that safe: a connection whose statement was cut off, or
-//! whose server session died, is checked or replaced before it serves again.
+//! down what makes that safe: a connection whose work was cut off, failed or
+//! was left inside a transaction is closed, never handed out again.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -77,7 +77,7 @@ async fn a_connection_whose_session_died_fails_once_and_is_then_replaced() {
         sqlx::PgConnection::connect_with(&PgConnectOptions::from_str(&admin_url()).unwrap())
             .await
             .unwrap();
-    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
         .bind(pid)
         .fetch_one(&mut admin)
         .await
@@ -86,7 +86,48 @@ async fn a_connection_whose_session_died_fails_once_and_is_then_replaced() {
     // The settled connection goes out unchecked, so its next statement
     // meets the closed session (the request answers 503)...
     assert!(answer(&pool, "SELECT 1").await.is_err());
-    // ...and that failure makes the pool check it and connect anew.
+    // ...and that failure makes the pool drop it and connect anew.
     let new_pid = answer(&pool, "SELECT pg_backend_pid()").await.unwrap();
     assert_ne!(new_pid, pid);
+}
+
+#[tokio::test]
+async fn an_abandoned_transaction_ends_at_once_not_at_the_next_checkout() {
+    let pool = PgPool::new(
+        PgConnectOptions::from_str(&admin_url()).unwrap(),
+        2,
+        Duration::from_secs(5),
+    );
+    let mut conn = pool.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    // A request cut off here, between two statements of its transaction.
+    drop(tx);
+    drop(conn);
+    // Nobody takes a connection from the pool again, yet the session (and
+    // every lock its transaction held) must go.
+    let mut admin =
+        sqlx::PgConnection::connect_with(&PgConnectOptions::from_str(&admin_url()).unwrap())
+            .await
+            .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM pg_stat_activity WHERE pid = $1")
+                .bind(pid)
+                .fetch_optional(&mut admin)
+                .await
+                .unwrap();
+        match state {
+            None => break,
+            Some(state) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "session {pid} still {state}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
