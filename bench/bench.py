@@ -447,6 +447,9 @@ def cmd_report(args):
                 share = r["rps"] / p["tps"]
                 checks.append((f"{endpoint} at {r['orders']:,}: {100 * share:.0f}% of "
                                f"{script}.sql -M simple (>= 70%)", share >= 0.70))
+            elif r.get("mode") != "sqlite":
+                checks.append((f"{endpoint} at {r['orders']:,}: no {script}.sql -M simple "
+                               "figure", False))
             p = pg.get((script, "prepared", r["orders"]))
             if p:
                 notes.append(f"{endpoint} at {r['orders']:,}: {100 * r['rps'] / p['tps']:.0f}% "

@@ -251,13 +251,13 @@ measure_size() { # ORDERS
   # orders placed by POST are removed afterwards.
   # create and get against pgbench in both protocols (see README.md).
   http "$orders" "GET /orders/{id}" get /
-  [ "$MODE" = postgres ] && pgb "$orders" get simple && pgb "$orders" get prepared
+  if [ "$MODE" = postgres ]; then pgb "$orders" get simple; pgb "$orders" get prepared; fi
   http "$orders" "GET /orders?limit=10" url "/orders?limit=10"
   [ "$MODE" = postgres ] && pgb "$orders" list prepared
   http "$orders" "GET /orders?limit=10&cancelled=false" url "/orders?limit=10&cancelled=false"
   [ "$MODE" = postgres ] && pgb "$orders" list_nc prepared
   http "$orders" "POST /orders" create /orders
-  [ "$MODE" = postgres ] && pgb "$orders" create simple && pgb "$orders" create prepared
+  if [ "$MODE" = postgres ]; then pgb "$orders" create simple; pgb "$orders" create prepared; fi
   # The HTTP stack alone, no database: the floor of a request's cost.
   [ "$orders" = "$SMALL" ] && http "$orders" "GET /healthz" url /healthz
   remove_new_orders
