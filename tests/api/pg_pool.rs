@@ -17,7 +17,12 @@ fn single_connection_pool() -> PgPool {
     PgPool::new(options, 1, Duration::from_secs(5))
 }
 
-async fn answer(pool: &PgPool, sql: &'static str) -> Result<i32, sqlx::Error> {
+/// The one value `sql` selects, on a connection from `pool`.
+async fn answer<T>(pool: &PgPool, sql: &'static str) -> Result<T, sqlx::Error>
+where
+    (T,): for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    T: Send + Unpin,
+{
     let mut conn = pool.acquire().await?;
     let value = sqlx::query_scalar(sql).fetch_one(&mut *conn).await?;
     conn.settle();
@@ -37,8 +42,8 @@ async fn a_statement_cut_off_half_way_does_not_leak_into_the_next_checkout() {
     );
     drop(conn);
     // The next user must read its own answer, not the abandoned 7.
-    assert_eq!(answer(&pool, "SELECT 42").await.unwrap(), 42);
-    assert_eq!(answer(&pool, "SELECT 43").await.unwrap(), 43);
+    assert_eq!(answer::<i32>(&pool, "SELECT 42").await.unwrap(), 42);
+    assert_eq!(answer::<i32>(&pool, "SELECT 43").await.unwrap(), 43);
 }
 
 #[tokio::test]
@@ -54,25 +59,19 @@ async fn a_transaction_dropped_without_commit_is_rolled_back_before_reuse() {
     drop(conn);
     // Same connection (pool of one), so the temporary table would be
     // visible had the transaction survived into this checkout.
-    let rolled_back: bool =
-        answer_bool(&pool, "SELECT to_regclass('pg_temp.dropped_work') IS NULL").await;
+    let rolled_back: bool = answer(&pool, "SELECT to_regclass('pg_temp.dropped_work') IS NULL")
+        .await
+        .unwrap();
     assert!(
         rolled_back,
         "the next user runs outside the old transaction"
     );
 }
 
-async fn answer_bool(pool: &PgPool, sql: &'static str) -> bool {
-    let mut conn = pool.acquire().await.unwrap();
-    let value = sqlx::query_scalar(sql).fetch_one(&mut *conn).await.unwrap();
-    conn.settle();
-    value
-}
-
 #[tokio::test]
 async fn a_connection_whose_session_died_fails_once_and_is_then_replaced() {
     let pool = single_connection_pool();
-    let pid = answer(&pool, "SELECT pg_backend_pid()").await.unwrap();
+    let pid: i32 = answer(&pool, "SELECT pg_backend_pid()").await.unwrap();
     let mut admin =
         sqlx::PgConnection::connect_with(&PgConnectOptions::from_str(&admin_url()).unwrap())
             .await
@@ -85,9 +84,9 @@ async fn a_connection_whose_session_died_fails_once_and_is_then_replaced() {
     assert!(terminated);
     // The settled connection goes out unchecked, so its next statement
     // meets the closed session (the request answers 503)...
-    assert!(answer(&pool, "SELECT 1").await.is_err());
+    assert!(answer::<i32>(&pool, "SELECT 1").await.is_err());
     // ...and that failure makes the pool drop it and connect anew.
-    let new_pid = answer(&pool, "SELECT pg_backend_pid()").await.unwrap();
+    let new_pid: i32 = answer(&pool, "SELECT pg_backend_pid()").await.unwrap();
     assert_ne!(new_pid, pid);
 }
 
