@@ -647,21 +647,30 @@ fn instructions(dockerfile: &str) -> Vec<(String, String)> {
 }
 
 /// The `[[bin]]` names of Cargo.toml.
-fn cargo_binaries() -> BTreeSet<String> {
+/// The lines of Cargo.toml under every `header` (a header may repeat, like
+/// `[[bin]]`).
+fn manifest_lines(header: &str) -> Vec<String> {
     let manifest = std::fs::read_to_string(repository().join("Cargo.toml")).expect("Cargo.toml");
-    let mut binaries = BTreeSet::new();
-    let mut in_bin = false;
+    let mut lines = Vec::new();
+    let mut inside = false;
     for line in manifest.lines().map(str::trim) {
         if line.starts_with('[') {
-            in_bin = line == "[[bin]]";
-        } else if in_bin
-            && let Some(value) = line.strip_prefix("name").map(str::trim_start)
-            && let Some(value) = value.strip_prefix('=')
-        {
-            binaries.insert(value.trim().trim_matches('"').to_owned());
+            inside = line == header;
+        } else if inside {
+            lines.push(line.to_owned());
         }
     }
-    binaries
+    lines
+}
+
+fn cargo_binaries() -> BTreeSet<String> {
+    manifest_lines("[[bin]]")
+        .iter()
+        .filter_map(|line| {
+            let value = line.strip_prefix("name")?.trim_start().strip_prefix('=')?;
+            Some(value.trim().trim_matches('"').to_owned())
+        })
+        .collect()
 }
 
 /// The stages after the last FROM: what the image holds.
@@ -784,17 +793,13 @@ fn the_server_image_exposes_the_default_port() {
 
 /// The folders `[patch.crates-io]` takes crates from.
 fn patched_paths() -> Vec<String> {
-    let manifest = std::fs::read_to_string(repository().join("Cargo.toml")).expect("Cargo.toml");
-    let mut paths = Vec::new();
-    let mut in_patch = false;
-    for line in manifest.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_patch = line == "[patch.crates-io]";
-        } else if in_patch && let Some((_, rest)) = line.split_once("path = \"") {
-            paths.push(rest.split('"').next().unwrap_or_default().to_owned());
-        }
-    }
-    paths
+    manifest_lines("[patch.crates-io]")
+        .iter()
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("path = \"")?;
+            Some(rest.split('"').next().unwrap_or_default().to_owned())
+        })
+        .collect()
 }
 
 /// cargo-chef's recipe names a patched crate by its path but does not carry
@@ -802,6 +807,12 @@ fn patched_paths() -> Vec<String> {
 #[test]
 fn patched_crates_reach_the_dependency_build_of_both_images() {
     let paths = patched_paths();
+    let manifest = std::fs::read_to_string(repository().join("Cargo.toml")).expect("Cargo.toml");
+    assert_eq!(
+        paths.is_empty(),
+        !manifest.contains("[patch.crates-io]"),
+        "every [patch.crates-io] section names a path: {paths:?}"
+    );
     for path in &paths {
         assert!(
             repository().join(path).join("Cargo.toml").is_file(),
