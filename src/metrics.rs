@@ -1,13 +1,10 @@
 //! Prometheus metrics: requests by route template and status, latency,
-//! database pool use, and calls to the upstream services.
+//! database pool use, and calls to the upstream services. The registry
+//! knows nothing of HTTP frameworks: the middleware that feeds it and the
+//! handler that exposes it live in `http::metrics`.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -102,8 +99,10 @@ impl Metrics {
         }
     }
 
-    pub fn observe_request(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
-        let (method, route) = (method_label(method).to_owned(), route.to_owned());
+    /// `method` and `route` must come from bounded sets (standard method
+    /// names, route templates), or the number of series grows without end.
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let (method, route) = (method.to_owned(), route.to_owned());
         self.latency
             .get_or_create(&RouteLabels {
                 method: method.clone(),
@@ -145,51 +144,4 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         text
     }
-}
-
-/// Clients may send any method name; only the standard ones get a series of
-/// their own, so the number of series stays bounded.
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    }
-}
-
-/// Middleware: counts and times every request under its route template.
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.run(request).await;
-    metrics.observe_request(
-        &method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
-}
-
-/// `GET /metrics`.
-pub async fn expose(State(state): State<crate::http::AppState>) -> Response {
-    let body = state.metrics.render(state.repo.database());
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        )],
-        body,
-    )
-        .into_response()
 }

@@ -29,7 +29,8 @@ const OVERLAYS: [(&str, &str); 3] = [
     ),
 ];
 
-/// DESIGN §5: the ingress exposes these and nothing else.
+/// The ingress exposes these and nothing else: the operational endpoints
+/// stay inside the cluster.
 const PUBLIC_PATHS: [(&str, &str); 3] = [
     ("/orders", "Prefix"),
     ("/docs/orders", "Prefix"),

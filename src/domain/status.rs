@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 
-/// Where an order is in its life (DESIGN §2):
+/// Where an order is in its life:
 ///
 /// ```text
 /// created --pay--> paid --(kitchen schedules)--> progress --> dispatched --> delivered

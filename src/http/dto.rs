@@ -1,5 +1,5 @@
-//! The JSON shapes of the public contract (DESIGN §1). Response bodies keep
-//! exactly these fields; request bodies are parsed by `validation`, and the
+//! The JSON shapes of the public contract. Response bodies keep exactly
+//! these fields (existing clients were written against them); request bodies are parsed by `validation`, and the
 //! request types here exist to document them.
 
 use serde::{Deserialize, Serialize};

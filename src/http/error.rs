@@ -6,8 +6,11 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::domain::OrderStatus;
+use std::sync::Arc;
+
+use crate::lifecycle::{Activity, LifecycleError};
 use crate::repository::RepositoryError;
+use crate::upstream::{Service, UpstreamError};
 
 /// One element of a path to the offending input, as FastAPI writes it:
 /// `["body", "order", 0, "quantity"]`.
@@ -88,79 +91,166 @@ pub enum ErrorDetail {
     Fields(Vec<FieldError>),
 }
 
-/// Which upstream service a failure concerns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Upstream {
-    Payments,
-    Kitchen,
-}
-
-impl Upstream {
-    pub fn name(self) -> &'static str {
-        match self {
-            Upstream::Payments => "payments",
-            Upstream::Kitchen => "kitchen",
-        }
-    }
-
-    pub fn setting(self) -> &'static str {
-        match self {
-            Upstream::Payments => "PAYMENTS_URL",
-            Upstream::Kitchen => "KITCHEN_URL",
-        }
-    }
-}
-
-/// Everything a request can end in other than success, named by meaning.
+/// Everything a request can end in other than success. Outcomes of the
+/// lifecycle and of storage arrive as they are and are put into words here
+/// only, so that the layers below never speak HTTP.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("invalid request")]
     Validation(Vec<FieldError>),
-    #[error("order not found")]
-    OrderNotFound,
-    #[error("{0}")]
-    InvalidTransition(String),
     #[error("the body must be uncompressed JSON: Content-Type application/json")]
     UnsupportedMediaType,
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("the service is temporarily unable to reach its database; retry shortly")]
-    DatabaseUnavailable,
-    #[error("{} is not configured: set {}", .0.name(), .0.setting())]
-    UpstreamNotConfigured(Upstream),
-    #[error("the {name} service is unavailable: {1}", name = .0.name())]
-    UpstreamUnavailable(Upstream, String),
-    #[error("the {} service did not answer in time", .0.name())]
-    UpstreamTimeout(Upstream),
-    #[error("the {name} service gave an unexpected answer: {1}", name = .0.name())]
-    UpstreamBadResponse(Upstream, String),
-    #[error("the payment was declined ({0}); the order was not paid")]
-    PaymentDeclined(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
+    /// A repeated `Idempotency-Key` whose order was deleted since.
+    #[error("the order placed with this Idempotency-Key has been deleted")]
+    KeyedOrderDeleted,
+    #[error(transparent)]
     Unauthorized(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error(transparent)]
+    Storage(#[from] RepositoryError),
+    /// A bug: logged with its source, answered without it.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Each variant's status, so the table of answers reads in one place.
+fn storage_status(err: &RepositoryError) -> StatusCode {
+    match err {
+        RepositoryError::NotFound => StatusCode::NOT_FOUND,
+        RepositoryError::Conflict { .. } | RepositoryError::Busy => StatusCode::CONFLICT,
+        RepositoryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        RepositoryError::Database(_) | RepositoryError::Corrupt(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+fn storage_detail(err: &RepositoryError) -> String {
+    match err {
+        RepositoryError::NotFound => "order not found".into(),
+        RepositoryError::Conflict { current } => format!(
+            "the order is {} and cannot be changed this way",
+            current.as_str()
+        ),
+        RepositoryError::Busy => {
+            "a payment or cancellation of this order is under way; retry shortly".into()
+        }
+        RepositoryError::Unavailable(_) => {
+            "the service is temporarily unable to reach its database; retry shortly".into()
+        }
+        RepositoryError::Database(_) | RepositoryError::Corrupt(_) => INTERNAL_SERVER_ERROR.into(),
+    }
+}
+
+const INTERNAL_SERVER_ERROR: &str = "internal server error";
+
+/// The variable that configures a service, for a message that says what to set.
+fn setting_of(service: Service) -> &'static str {
+    match service {
+        Service::Payments => "PAYMENTS_URL",
+        Service::Kitchen => "KITCHEN_URL",
+    }
+}
+
+fn upstream_status(error: &UpstreamError) -> StatusCode {
+    match error {
+        UpstreamError::Unreachable(_) | UpstreamError::Unavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        UpstreamError::BadResponse(_) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+fn upstream_detail(service: Service, error: &UpstreamError) -> String {
+    let name = service.name();
+    match error {
+        UpstreamError::Unreachable(reason) => {
+            format!("the {name} service is unavailable: {reason}")
+        }
+        UpstreamError::Unavailable => {
+            format!("the {name} service is unavailable: it answered 503")
+        }
+        UpstreamError::Timeout => format!("the {name} service did not answer in time"),
+        UpstreamError::BadResponse(reason) => {
+            format!("the {name} service gave an unexpected answer: {reason}")
+        }
+    }
+}
+
+fn lifecycle_status(err: &LifecycleError) -> StatusCode {
+    match err {
+        LifecycleError::NotFound => StatusCode::NOT_FOUND,
+        LifecycleError::Refused { .. } | LifecycleError::Busy(_) => StatusCode::CONFLICT,
+        LifecycleError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+        LifecycleError::Upstream { error, .. } => upstream_status(error),
+        LifecycleError::Declined { .. } => StatusCode::PAYMENT_REQUIRED,
+        LifecycleError::Pending { .. } => StatusCode::BAD_GATEWAY,
+        LifecycleError::Storage(err) => storage_status(err),
+    }
+}
+
+fn lifecycle_detail(err: &LifecycleError) -> String {
+    match err {
+        LifecycleError::NotFound => "order not found".into(),
+        LifecycleError::Refused { action, status } => format!(
+            "cannot {} an order that is {}",
+            action.as_str(),
+            status.as_str()
+        ),
+        LifecycleError::Busy(Some(activity)) => format!(
+            "another request is {} this order right now; retry shortly",
+            match activity {
+                Activity::Paying => "paying for",
+                Activity::Cancelling => "cancelling",
+            }
+        ),
+        LifecycleError::Busy(None) => storage_detail(&RepositoryError::Busy),
+        LifecycleError::NotConfigured(service) => format!(
+            "{} is not configured: set {}",
+            service.name(),
+            setting_of(*service)
+        ),
+        LifecycleError::Upstream { service, error } => upstream_detail(*service, error),
+        LifecycleError::Declined { payment_id } => {
+            format!("the payment was declined (payment {payment_id}); the order was not paid")
+        }
+        LifecycleError::Pending { payment_id } => upstream_detail(
+            Service::Payments,
+            &UpstreamError::BadResponse(format!(
+                "payment {payment_id} is still pending; pay again later"
+            )),
+        ),
+        LifecycleError::Storage(err) => storage_detail(err),
+    }
 }
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::OrderNotFound => StatusCode::NOT_FOUND,
-            ApiError::InvalidTransition(_) | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::DatabaseUnavailable
-            | ApiError::UpstreamNotConfigured(_)
-            | ApiError::UpstreamUnavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::UpstreamBadResponse(..) => StatusCode::BAD_GATEWAY,
-            ApiError::PaymentDeclined(_) => StatusCode::PAYMENT_REQUIRED,
+            ApiError::KeyedOrderDeleted => StatusCode::CONFLICT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Lifecycle(err) => lifecycle_status(err),
+            ApiError::Storage(err) => storage_status(err),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// The sentence a client reads; never the internals of a server error.
+    fn detail(self) -> ErrorDetail {
+        ErrorDetail::Message(match self {
+            ApiError::Validation(fields) => return ErrorDetail::Fields(fields),
+            ApiError::Lifecycle(err) => lifecycle_detail(&err),
+            ApiError::Storage(err) => storage_detail(&err),
+            ApiError::Internal(_) => INTERNAL_SERVER_ERROR.into(),
+            other => other.to_string(),
+        })
     }
 
     /// A single-field validation error.
@@ -168,48 +258,44 @@ impl ApiError {
         ApiError::Validation(vec![FieldError::new(loc, kind, msg)])
     }
 
-    /// A refused status change, worded for the action attempted.
-    pub fn refused(action: &str, current: OrderStatus) -> Self {
-        ApiError::InvalidTransition(format!(
-            "cannot {action} an order that is {}",
-            current.as_str()
-        ))
+    pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ApiError::Internal(Box::new(err))
     }
 }
 
-impl From<RepositoryError> for ApiError {
-    fn from(err: RepositoryError) -> Self {
-        match err {
-            RepositoryError::NotFound => ApiError::OrderNotFound,
-            RepositoryError::Conflict { current } => ApiError::InvalidTransition(format!(
-                "the order is {} and cannot be changed this way",
-                current.as_str()
-            )),
-            RepositoryError::Busy => ApiError::Conflict(
-                "a payment or cancellation of this order is under way; retry shortly".into(),
-            ),
-            RepositoryError::Unavailable(source) => {
-                tracing::warn!(error = %source, "database unavailable");
-                ApiError::DatabaseUnavailable
-            }
-            other => ApiError::Internal(other.to_string()),
-        }
+/// A server error's cause, carried on the response so that the request log
+/// line, and nothing else, reports it.
+#[derive(Debug, Clone)]
+pub struct ErrorCause(pub Arc<str>);
+
+/// `err: its source: its source's source`, the whole chain on one line.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
+    text
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let detail = match self {
-            ApiError::Validation(fields) => ErrorDetail::Fields(fields),
-            ApiError::Internal(reason) => {
-                // The cause goes to the log only: it may hold SQL or internals.
-                tracing::error!(%reason, "request failed");
-                ErrorDetail::Message("internal server error".into())
-            }
-            other => ErrorDetail::Message(other.to_string()),
-        };
-        let mut response = (status, axum::Json(ErrorBody { detail })).into_response();
+        let cause = status.is_server_error().then(|| chain(&self));
+        let mut response = (
+            status,
+            axum::Json(ErrorBody {
+                detail: self.detail(),
+            }),
+        )
+            .into_response();
+        if let Some(cause) = cause {
+            response
+                .extensions_mut()
+                .insert(ErrorCause(Arc::from(cause)));
+        }
         if status == StatusCode::UNAUTHORIZED {
             // RFC 6750 §3.
             response.headers_mut().insert(

@@ -18,7 +18,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(HEALTHZ_PATH, get(healthz))
         .route(READYZ_PATH, get(readyz))
-        .route(METRICS_PATH, get(crate::metrics::expose))
+        .route(METRICS_PATH, get(super::metrics::expose))
 }
 
 /// Liveness: the process serves. Never touches the database, so an outage

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod fallback;
 pub mod health;
 pub mod identity;
+pub mod metrics;
 pub mod orders;
 pub mod state;
 pub mod validation;
@@ -105,7 +106,17 @@ fn log_response(response: &Response, latency: Duration, span: &Span) {
     let status = response.status().as_u16();
     let latency_ms = latency.as_secs_f64() * 1_000.0;
     if response.status().is_server_error() {
-        tracing::warn!(status, latency_ms, "request failed");
+        // The one place a failed request's cause is logged: the error that
+        // made the response left it there.
+        let cause = response
+            .extensions()
+            .get::<error::ErrorCause>()
+            .map(|cause| &*cause.0);
+        if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(status, latency_ms, cause, "request failed");
+        } else {
+            tracing::warn!(status, latency_ms, cause, "request failed");
+        }
     } else {
         tracing::info!(status, latency_ms, "request served");
     }
@@ -113,7 +124,7 @@ fn log_response(response: &Response, latency: Duration, span: &Span) {
 
 /// The whole application, ready to serve or to drive with `oneshot` in tests.
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
-    let metrics = state.metrics.clone();
+    let registry = state.metrics.clone();
     let api = Router::new()
         .merge(orders::routes())
         .merge(health::routes())
@@ -130,8 +141,8 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .layer(cors(settings.cors_origins.as_deref()))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            crate::metrics::track,
+            registry,
+            metrics::track,
         ))
         .layer(
             TraceLayer::new_for_http()

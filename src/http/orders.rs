@@ -150,9 +150,7 @@ pub async fn create_order(
         KeyedCreate::Created(order) => created(order, false),
         KeyedCreate::Replayed(id) => match state.repo.get(caller.id(), id).await {
             Ok(order) => created(order, true),
-            Err(RepositoryError::NotFound) => Err(ApiError::Conflict(
-                "the order placed with this Idempotency-Key has been deleted".into(),
-            )),
+            Err(RepositoryError::NotFound) => Err(ApiError::KeyedOrderDeleted),
             Err(other) => Err(other.into()),
         },
         KeyedCreate::KeyReused => Err(ApiError::invalid(
@@ -182,8 +180,8 @@ fn canonical_request(order: &NewOrder) -> String {
 }
 
 fn created(order: Order, replayed: bool) -> Result<Response, ApiError> {
-    let location = HeaderValue::from_str(&format!("/orders/{}", order.id))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let location =
+        HeaderValue::from_str(&format!("/orders/{}", order.id)).map_err(ApiError::internal)?;
     let mut response = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -250,11 +248,7 @@ pub async fn replace_order(
     JsonBody(body): JsonBody,
 ) -> Result<Json<OrderResponse>, ApiError> {
     let order = validation::new_order(&body).map_err(ApiError::Validation)?;
-    let order = state
-        .repo
-        .replace(caller.id(), id, &order)
-        .await
-        .map_err(|err| refusal("replace", err))?;
+    let order = state.lifecycle.replace(caller.id(), id, &order).await?;
     Ok(Json(order.into()))
 }
 
@@ -280,11 +274,7 @@ pub async fn delete_order(
     caller: Caller,
     OrderIdPath(id): OrderIdPath,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .repo
-        .delete(caller.id(), id)
-        .await
-        .map_err(|err| refusal("delete", err))?;
+    state.lifecycle.delete(caller.id(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -322,7 +312,7 @@ pub async fn pay_order(
     let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
     let order = tokio::spawn(async move { lifecycle.pay(&owner, id).await })
         .await
-        .map_err(|err| ApiError::Internal(err.to_string()))??;
+        .map_err(ApiError::internal)??;
     Ok(Json(order.into()))
 }
 
@@ -356,16 +346,6 @@ pub async fn cancel_order(
     let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
     let order = tokio::spawn(async move { lifecycle.cancel(&owner, id).await })
         .await
-        .map_err(|err| ApiError::Internal(err.to_string()))??;
+        .map_err(ApiError::internal)??;
     Ok(Json(order.into()))
-}
-
-/// Words a 409 for the action the client attempted.
-fn refusal(action: &str, err: crate::repository::RepositoryError) -> ApiError {
-    match err {
-        crate::repository::RepositoryError::Conflict { current } => {
-            ApiError::refused(action, current)
-        }
-        other => other.into(),
-    }
 }

@@ -12,6 +12,22 @@ use std::time::Duration;
 pub use kitchen::{Kitchen, KitchenClient};
 pub use payments::{Payment, PaymentStatus, Payments, PaymentsClient};
 
+/// The services this one calls, named as operators and metrics know them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Payments,
+    Kitchen,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Payments => "payments",
+            Service::Kitchen => "kitchen",
+        }
+    }
+}
+
 /// How a call to another service failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
@@ -26,6 +42,18 @@ pub enum UpstreamError {
     /// An answer outside the contract: other status, or a body that does not parse.
     #[error("{0}")]
     BadResponse(String),
+}
+
+impl UpstreamError {
+    /// A bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Unreachable(_) => "unreachable",
+            UpstreamError::Unavailable => "unavailable",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::BadResponse(_) => "bad_response",
+        }
+    }
 }
 
 /// The client every upstream call uses.

@@ -1,4 +1,4 @@
-//! Pay and cancel across the payments and kitchen services (DESIGN §2).
+//! Pay and cancel across the payments and kitchen services.
 
 use std::time::Duration;
 

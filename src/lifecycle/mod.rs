@@ -1,4 +1,5 @@
-//! Paying for and cancelling orders (DESIGN §2).
+//! Moving orders through their lifecycle: paying, cancelling, and the
+//! changes (replace, delete) that the lifecycle allows or refuses.
 //!
 //! Each call to payments or kitchen is made under a lease on the order (a
 //! conditional update sets `claimed_until`), so of two concurrent requests
@@ -13,13 +14,18 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+mod error;
+
+pub use error::{Action, Activity, LifecycleError};
+
 use crate::domain::order::now_micros;
 use crate::domain::status::{Cancellation, PaymentStep};
-use crate::domain::{Order, OrderId, OrderStatus};
-use crate::http::error::{ApiError, Upstream};
+use crate::domain::{NewOrder, Order, OrderId, OrderStatus};
 use crate::metrics::Metrics;
-use crate::repository::{Completion, Lease, OrdersRepository};
-use crate::upstream::{Kitchen, PaymentStatus, Payments, UpstreamError};
+use crate::repository::{Completion, Lease, OrdersRepository, RepositoryError};
+use crate::upstream::{Kitchen, PaymentStatus, Payments, Service, UpstreamError};
+
+type Result<T, E = LifecycleError> = std::result::Result<T, E>;
 
 /// Moves orders through their lifecycle.
 pub struct OrderLifecycle {
@@ -50,21 +56,24 @@ impl OrderLifecycle {
     }
 
     /// Charges (unless already charged), then has the kitchen schedule.
-    pub async fn pay(&self, owner: &str, id: OrderId) -> Result<Order, ApiError> {
+    pub async fn pay(&self, owner: &str, id: OrderId) -> Result<Order> {
         let state = self.repo.lifecycle_state(owner, id).await?;
         let step = state.status.payment_step();
         if step == PaymentStep::Refused {
-            return Err(ApiError::refused("pay", state.status));
+            return Err(LifecycleError::Refused {
+                action: Action::Pay,
+                status: state.status,
+            });
         }
         // Both services are needed: refuse before charging, not after.
         let payments = self
             .payments
             .as_ref()
-            .ok_or(ApiError::UpstreamNotConfigured(Upstream::Payments))?;
+            .ok_or(LifecycleError::NotConfigured(Service::Payments))?;
         let kitchen = self
             .kitchen
             .as_ref()
-            .ok_or(ApiError::UpstreamNotConfigured(Upstream::Kitchen))?;
+            .ok_or(LifecycleError::NotConfigured(Service::Kitchen))?;
         let lease = match step {
             PaymentStep::Charge => self.charge(payments.as_ref(), owner, id).await?,
             _ => None,
@@ -81,9 +90,9 @@ impl OrderLifecycle {
         payments: &dyn Payments,
         owner: &str,
         id: OrderId,
-    ) -> Result<Option<Lease>, ApiError> {
+    ) -> Result<Option<Lease>> {
         let Some(lease) = self.claim(owner, id, OrderStatus::Created).await? else {
-            self.after_lost_claim(owner, id, "pay", Some(OrderStatus::Paid))
+            self.after_lost_claim(owner, id, Action::Pay, Some(OrderStatus::Paid))
                 .await?;
             return Ok(None);
         };
@@ -95,23 +104,24 @@ impl OrderLifecycle {
                     PaymentStatus::Pending => "pending",
                 };
                 self.metrics
-                    .upstream_call(Upstream::Payments.name(), outcome);
+                    .upstream_call(Service::Payments.name(), outcome);
                 payment
             }
-            Err(err) => return Err(self.give_back(lease, Upstream::Payments, err).await),
+            Err(err) => return Err(self.give_back(lease, Service::Payments, err).await),
         };
         match payment.status {
             PaymentStatus::Paid => {}
             PaymentStatus::Invalid => {
                 self.release(lease).await;
-                return Err(ApiError::PaymentDeclined(format!("payment {}", payment.id)));
+                return Err(LifecycleError::Declined {
+                    payment_id: payment.id,
+                });
             }
             PaymentStatus::Pending => {
                 self.release(lease).await;
-                return Err(ApiError::UpstreamBadResponse(
-                    Upstream::Payments,
-                    format!("payment {} is still pending; pay again later", payment.id),
-                ));
+                return Err(LifecycleError::Pending {
+                    payment_id: payment.id,
+                });
             }
         }
         // Logged before it is recorded: should recording fail, the log still
@@ -141,7 +151,7 @@ impl OrderLifecycle {
             // over; the charge is deduplicated by its idempotency key.
             tracing::error!(order_id = %id, payment_id = %payment.id,
                 "charge went through but the order changed meanwhile; check for a refund");
-            self.after_lost_claim(owner, id, "pay", Some(OrderStatus::Paid))
+            self.after_lost_claim(owner, id, Action::Pay, Some(OrderStatus::Paid))
                 .await?;
             return Ok(None);
         }
@@ -156,13 +166,13 @@ impl OrderLifecycle {
         owner: &str,
         id: OrderId,
         lease: Option<Lease>,
-    ) -> Result<Order, ApiError> {
+    ) -> Result<Order> {
         let lease = match lease {
             Some(lease) => lease,
             None => match self.claim(owner, id, OrderStatus::Paid).await? {
                 Some(lease) => lease,
                 None => {
-                    self.after_lost_claim(owner, id, "pay", Some(OrderStatus::Progress))
+                    self.after_lost_claim(owner, id, Action::Pay, Some(OrderStatus::Progress))
                         .await?;
                     return Ok(self.repo.get(owner, id).await?);
                 }
@@ -171,10 +181,10 @@ impl OrderLifecycle {
         let order = self.repo.get(owner, id).await?;
         let schedule_id = match kitchen.schedule(id, &order.items).await {
             Ok(schedule_id) => {
-                self.metrics.upstream_call(Upstream::Kitchen.name(), "ok");
+                self.metrics.upstream_call(Service::Kitchen.name(), "ok");
                 schedule_id
             }
-            Err(err) => return Err(self.give_back(lease, Upstream::Kitchen, err).await),
+            Err(err) => return Err(self.give_back(lease, Service::Kitchen, err).await),
         };
         let recorded = self
             .repo
@@ -191,18 +201,37 @@ impl OrderLifecycle {
             tracing::info!(order_id = %id, %schedule_id, "order scheduled");
         } else {
             tracing::warn!(order_id = %id, %schedule_id, "schedule recorded by another request");
-            self.after_lost_claim(owner, id, "pay", Some(OrderStatus::Progress))
+            self.after_lost_claim(owner, id, Action::Pay, Some(OrderStatus::Progress))
                 .await?;
         }
         Ok(self.repo.get(owner, id).await?)
     }
 
+    /// Replaces the items of an order that is still `created`.
+    pub async fn replace(&self, owner: &str, id: OrderId, order: &NewOrder) -> Result<Order> {
+        self.repo
+            .replace(owner, id, order)
+            .await
+            .map_err(|err| LifecycleError::refusal(Action::Replace, err))
+    }
+
+    /// Deletes an order unless it is paid for and not yet finished.
+    pub async fn delete(&self, owner: &str, id: OrderId) -> Result<()> {
+        self.repo
+            .delete(owner, id)
+            .await
+            .map_err(|err| LifecycleError::refusal(Action::Delete, err))
+    }
+
     /// Cancels directly while nothing is being made; through the kitchen
     /// once it is.
-    pub async fn cancel(&self, owner: &str, id: OrderId) -> Result<Order, ApiError> {
+    pub async fn cancel(&self, owner: &str, id: OrderId) -> Result<Order> {
         let state = self.repo.lifecycle_state(owner, id).await?;
         match state.status.cancellation() {
-            Cancellation::Refused => Err(ApiError::refused("cancel", state.status)),
+            Cancellation::Refused => Err(LifecycleError::Refused {
+                action: Action::Cancel,
+                status: state.status,
+            }),
             Cancellation::Direct => {
                 if self.repo.cancel_unclaimed(owner, id).await? {
                     tracing::info!(order_id = %id, "order cancelled");
@@ -213,33 +242,35 @@ impl OrderLifecycle {
                 if now.status == OrderStatus::Progress && now.claimed_until.is_none() {
                     return self.cancel_through_kitchen(owner, id).await;
                 }
-                self.after_lost_claim(owner, id, "cancel", None).await?;
+                self.after_lost_claim(owner, id, Action::Cancel, None)
+                    .await?;
                 Ok(self.repo.get(owner, id).await?)
             }
             Cancellation::ThroughKitchen => self.cancel_through_kitchen(owner, id).await,
         }
     }
 
-    async fn cancel_through_kitchen(&self, owner: &str, id: OrderId) -> Result<Order, ApiError> {
+    async fn cancel_through_kitchen(&self, owner: &str, id: OrderId) -> Result<Order> {
         let kitchen = self
             .kitchen
             .as_ref()
-            .ok_or(ApiError::UpstreamNotConfigured(Upstream::Kitchen))?;
+            .ok_or(LifecycleError::NotConfigured(Service::Kitchen))?;
         let Some(lease) = self.claim(owner, id, OrderStatus::Progress).await? else {
-            self.after_lost_claim(owner, id, "cancel", None).await?;
+            self.after_lost_claim(owner, id, Action::Cancel, None)
+                .await?;
             return Ok(self.repo.get(owner, id).await?);
         };
         let state = self.repo.lifecycle_state(owner, id).await?;
         let Some(schedule_id) = state.schedule_id else {
             self.release(lease).await;
-            return Err(ApiError::Internal(format!(
+            return Err(LifecycleError::Storage(RepositoryError::Corrupt(format!(
                 "order {id} is in progress without a schedule"
-            )));
+            ))));
         };
         if let Err(err) = kitchen.cancel(schedule_id).await {
-            return Err(self.give_back(lease, Upstream::Kitchen, err).await);
+            return Err(self.give_back(lease, Service::Kitchen, err).await);
         }
-        self.metrics.upstream_call(Upstream::Kitchen.name(), "ok");
+        self.metrics.upstream_call(Service::Kitchen.name(), "ok");
         if self
             .repo
             .complete(Completion {
@@ -254,17 +285,13 @@ impl OrderLifecycle {
         {
             tracing::info!(order_id = %id, %schedule_id, "order cancelled with the kitchen");
         } else {
-            self.after_lost_claim(owner, id, "cancel", None).await?;
+            self.after_lost_claim(owner, id, Action::Cancel, None)
+                .await?;
         }
         Ok(self.repo.get(owner, id).await?)
     }
 
-    async fn claim(
-        &self,
-        owner: &str,
-        id: OrderId,
-        status: OrderStatus,
-    ) -> Result<Option<Lease>, ApiError> {
+    async fn claim(&self, owner: &str, id: OrderId, status: OrderStatus) -> Result<Option<Lease>> {
         let until: OffsetDateTime = now_micros() + self.lease;
         Ok(self.repo.claim(owner, id, status, until).await?)
     }
@@ -276,9 +303,9 @@ impl OrderLifecycle {
         &self,
         owner: &str,
         id: OrderId,
-        action: &str,
+        action: Action,
         goal: Option<OrderStatus>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<()> {
         let state = self.repo.lifecycle_state(owner, id).await?;
         if Some(state.status) == goal {
             return Ok(());
@@ -287,38 +314,32 @@ impl OrderLifecycle {
             .claimed_until
             .is_some_and(|until| until > now_micros());
         if busy {
-            return Err(ApiError::Conflict(format!(
-                "another request is {} this order right now; retry shortly",
+            return Err(LifecycleError::Busy(Some(
                 if state.status == OrderStatus::Progress {
-                    "cancelling"
+                    Activity::Cancelling
                 } else {
-                    "paying for"
-                }
+                    Activity::Paying
+                },
             )));
         }
-        Err(ApiError::refused(action, state.status))
+        Err(LifecycleError::Refused {
+            action,
+            status: state.status,
+        })
     }
 
     /// Releases the lease after a failed call and says what failed. The order
     /// stays in the last state that truly happened.
-    async fn give_back(&self, lease: Lease, upstream: Upstream, err: UpstreamError) -> ApiError {
-        tracing::warn!(order_id = %lease.order_id, service = upstream.name(), error = %err, "upstream call failed");
+    async fn give_back(
+        &self,
+        lease: Lease,
+        service: Service,
+        error: UpstreamError,
+    ) -> LifecycleError {
+        tracing::warn!(order_id = %lease.order_id, service = service.name(), error = %error, "upstream call failed");
         self.release(lease).await;
-        let outcome = match err {
-            UpstreamError::Unreachable(_) => "unreachable",
-            UpstreamError::Unavailable => "unavailable",
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::BadResponse(_) => "bad_response",
-        };
-        self.metrics.upstream_call(upstream.name(), outcome);
-        match err {
-            UpstreamError::Unreachable(reason) => ApiError::UpstreamUnavailable(upstream, reason),
-            UpstreamError::Unavailable => {
-                ApiError::UpstreamUnavailable(upstream, "it answered 503".into())
-            }
-            UpstreamError::Timeout => ApiError::UpstreamTimeout(upstream),
-            UpstreamError::BadResponse(reason) => ApiError::UpstreamBadResponse(upstream, reason),
-        }
+        self.metrics.upstream_call(service.name(), error.kind());
+        LifecycleError::Upstream { service, error }
     }
 
     /// Best effort: an unreleased lease only delays a retry until it expires.

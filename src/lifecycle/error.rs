@@ -1,0 +1,93 @@
+//! What moving an order can end in, named by meaning. The HTTP layer alone
+//! decides which status code and which sentence each one becomes.
+
+use uuid::Uuid;
+
+use crate::domain::OrderStatus;
+use crate::repository::RepositoryError;
+use crate::upstream::{Service, UpstreamError};
+
+/// What a client asked to do with an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pay,
+    Cancel,
+    Replace,
+    Delete,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pay => "pay",
+            Action::Cancel => "cancel",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+/// What another request holding the order is doing, when it is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    Paying,
+    Cancelling,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// No such order for this owner (another owner's order is not found either).
+    #[error("order not found")]
+    NotFound,
+    /// The order's status does not allow the action.
+    #[error("cannot {} an order that is {}", action.as_str(), status.as_str())]
+    Refused { action: Action, status: OrderStatus },
+    /// Another request holds the order; worth retrying shortly. `None` when
+    /// only the lease, not its purpose, was seen.
+    #[error("another request holds the order")]
+    Busy(Option<Activity>),
+    /// The service the action needs has no URL configured; checked before
+    /// anything is sent, so nothing happened.
+    #[error("{} is not configured", .0.name())]
+    NotConfigured(Service),
+    /// A call to another service failed; what the order became is recorded
+    /// before this is returned.
+    #[error("the call to {} failed", service.name())]
+    Upstream {
+        service: Service,
+        #[source]
+        error: UpstreamError,
+    },
+    /// Payments answered that the charge was refused.
+    #[error("payment {payment_id} was declined")]
+    Declined { payment_id: Uuid },
+    /// Payments has not decided yet; no money has moved.
+    #[error("payment {payment_id} is pending")]
+    Pending { payment_id: Uuid },
+    /// The database failed, or holds something the domain refuses.
+    #[error("storage failed")]
+    Storage(#[source] RepositoryError),
+}
+
+impl From<RepositoryError> for LifecycleError {
+    fn from(err: RepositoryError) -> Self {
+        match err {
+            RepositoryError::NotFound => LifecycleError::NotFound,
+            RepositoryError::Busy => LifecycleError::Busy(None),
+            other => LifecycleError::Storage(other),
+        }
+    }
+}
+
+impl LifecycleError {
+    /// A conditional change that touched nothing, worded for `action`.
+    pub fn refusal(action: Action, err: RepositoryError) -> Self {
+        match err {
+            RepositoryError::Conflict { current } => LifecycleError::Refused {
+                action,
+                status: current,
+            },
+            other => other.into(),
+        }
+    }
+}
