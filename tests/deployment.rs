@@ -1,7 +1,8 @@
 //! The deployment agrees with the code: the manifests rendered from `k8s/`
 //! by `kubectl kustomize`, and the two Dockerfiles, name the port, the probe
 //! paths, the environment variables and the binaries that the crate really
-//! has. Needs `kubectl` on the PATH.
+//! has. Needs `kubectl` on the PATH, so it runs in its own nextest profile:
+//! `cargo nextest run --profile deployment` (CI runs it with everything else).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
