@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use orders_service::config::{DatabaseUrl, Settings};
+use orders_service::config::{DatabaseUrl, LogFormat, LogSettings, Settings};
 use orders_service::db::migrations;
 use orders_service::domain::OrderStatus;
 use orders_service::startup::Application;
@@ -168,7 +168,10 @@ pub async fn spawn_on(db: TestDatabase, extra: &[(&str, &str)]) -> TestApp {
     let settings = test_settings(&db.url, extra);
     // `TEST_LOG=debug cargo test ...` shows the service's logs.
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        orders_service::telemetry::init(&filter, orders_service::config::LogFormat::Pretty);
+        orders_service::telemetry::init(&LogSettings {
+            filter,
+            format: LogFormat::Pretty,
+        });
     }
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
