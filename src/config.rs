@@ -13,6 +13,8 @@ use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
+
 /// The port used when `PORT` is unset; manifests and images expose it. The
 /// default in `PORT`'s entry is the one read; a test keeps the two equal.
 pub const DEFAULT_PORT: u16 = 8000;
@@ -272,8 +274,10 @@ pub struct LogSettings {
 /// Where orders are stored.
 #[derive(Debug, Clone)]
 pub enum DatabaseUrl {
-    /// Production: `postgres://` or `postgresql://`.
-    Postgres(String),
+    /// Production: `postgres://` or `postgresql://`. Its password must not
+    /// reach logs or debug output, so the URL is only read through
+    /// `expose_secret()`.
+    Postgres(SecretString),
     /// Embedded default: `sqlite://path` (the file is created when missing).
     Sqlite(String),
 }
@@ -281,7 +285,7 @@ pub enum DatabaseUrl {
 impl DatabaseUrl {
     pub fn parse(url: &str) -> Result<Self, ConfigError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres(url.to_owned()))
+            Ok(Self::Postgres(url.into()))
         } else if url.starts_with("sqlite:") {
             Ok(Self::Sqlite(url.to_owned()))
         } else {
@@ -291,7 +295,10 @@ impl DatabaseUrl {
 
     /// The URL without its password, fit for a log line.
     pub fn redacted(&self) -> String {
-        let (Self::Postgres(url) | Self::Sqlite(url)) = self;
+        let url = match self {
+            Self::Postgres(url) => url.expose_secret(),
+            Self::Sqlite(url) => url,
+        };
         match (url.find("://"), url.rfind('@')) {
             (Some(scheme_end), Some(at)) if at > scheme_end => {
                 let credentials = &url[scheme_end + 3..at];
@@ -642,6 +649,13 @@ mod tests {
             parse("https://a.example, https://b.example,"),
             CorsOrigins::Only(vec!["https://a.example".into(), "https://b.example".into()])
         );
+    }
+
+    #[test]
+    fn debug_output_hides_the_database_password() {
+        let settings =
+            Settings::from_vars(vars(&[("DB_URL", "postgresql://app:s3cret@db/orders")])).unwrap();
+        assert!(!format!("{settings:?}").contains("s3cret"));
     }
 
     #[test]

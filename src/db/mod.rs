@@ -11,6 +11,7 @@ pub use pg_pool::{PgConnectionGuard, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use sqlx::SqlitePool;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -30,7 +31,8 @@ impl Database {
     pub fn connect_lazy(settings: &DatabaseSettings) -> Result<Self, sqlx::Error> {
         Ok(match &settings.url {
             DatabaseUrl::Postgres(url) => {
-                let options = PgConnectOptions::from_str(url)?.application_name("orders-service");
+                let options = PgConnectOptions::from_str(url.expose_secret())?
+                    .application_name("orders-service");
                 Database::Postgres(PgPool::new(
                     options,
                     settings.pool_max,

@@ -7,6 +7,7 @@ use orders_service::db::migrations;
 use orders_service::domain::OrderStatus;
 use orders_service::startup::Application;
 use reqwest::Response;
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::oneshot;
@@ -265,7 +266,7 @@ impl TestApp {
             "UPDATE orders SET status = $1, schedule_id = COALESCE($3, schedule_id) WHERE id = $2";
         match DatabaseUrl::parse(&self.db.url).unwrap() {
             DatabaseUrl::Postgres(url) => {
-                let mut conn = PgConnection::connect(&url).await.unwrap();
+                let mut conn = PgConnection::connect(url.expose_secret()).await.unwrap();
                 sqlx::query(SQL)
                     .bind(status.as_str())
                     .bind(id)
@@ -294,7 +295,7 @@ impl TestApp {
         const SQL: &str = "UPDATE orders SET claimed_until = $1 WHERE id = $2";
         match DatabaseUrl::parse(&self.db.url).unwrap() {
             DatabaseUrl::Postgres(url) => {
-                let mut conn = PgConnection::connect(&url).await.unwrap();
+                let mut conn = PgConnection::connect(url.expose_secret()).await.unwrap();
                 sqlx::query(SQL)
                     .bind(until)
                     .bind(id)
