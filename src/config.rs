@@ -1,47 +1,283 @@
 //! Configuration, read once from the environment at start-up.
 //!
-//! Every setting lives in [`Settings`]; the README's table is generated from
-//! the same names. A wrong value stops start-up with a message that names the
-//! variable, rather than surfacing later as a confusing runtime error.
+//! [`VARIABLES`] is the only place a variable's name, default and meaning
+//! are written: the reader below looks every variable up through its entry,
+//! and the README's table is rendered from it. Values are parsed here, once,
+//! into typed groups, so a wrong value stops start-up with a message that
+//! names the variable instead of surfacing later as a confusing runtime
+//! error, and the rest of the service has nothing left to parse.
 
-use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::ops::RangeInclusive;
+use std::str::FromStr;
 use std::time::Duration;
 
-/// The port used when `PORT` is unset; manifests and images expose it.
+use secrecy::{ExposeSecret, SecretString};
+
+/// The port used when `PORT` is unset; manifests and images expose it. The
+/// default in `PORT`'s entry is the one read; a test keeps the two equal.
 pub const DEFAULT_PORT: u16 = 8000;
 
-/// Every environment variable [`Settings`] reads. The deployment test
-/// checks that manifests set no variable outside this list.
-pub const VARIABLES: &[&str] = &[
-    "DB_URL",
-    "PORT",
-    "AUTH_ON",
-    "PAYMENTS_URL",
-    "KITCHEN_URL",
-    "RUST_LOG",
-    "LOG_FORMAT",
-    "DB_POOL_MAX",
-    "DB_ACQUIRE_TIMEOUT_MS",
-    "REQUEST_TIMEOUT_MS",
-    "SHUTDOWN_TIMEOUT_MS",
-    "MAX_BODY_BYTES",
-    "UPSTREAM_CONNECT_TIMEOUT_MS",
-    "UPSTREAM_TIMEOUT_MS",
-    "CORS_ALLOWED_ORIGINS",
-    "IDEMPOTENCY_KEY_TTL_SECS",
-    "JWT_JWKS_URL",
-    "JWT_PUBLIC_KEY_FILE",
-    "JWT_AUDIENCE",
-    "JWT_ISSUER",
-    "JWT_LEEWAY_SECS",
-    "JWT_JWKS_MIN_REFRESH_SECS",
+/// An environment variable the service reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variable {
+    pub name: &'static str,
+    pub default: Fallback,
+    /// Markdown, as the README shows it.
+    pub meaning: &'static str,
+}
+
+/// What applies while a variable is unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Read as if the variable were set to this, so a default passes the
+    /// same parsing and bounds as a given value.
+    Value(&'static str),
+    /// The default depends on the database backend.
+    PerBackend { postgres: u32, sqlite: u32 },
+    /// No value stands for it: this says what happens instead.
+    Described(&'static str),
+}
+
+const DB_URL: Variable = Variable {
+    name: "DB_URL",
+    default: Fallback::Value("sqlite://orders.db"),
+    meaning: "`postgresql://user:password@host:5432/db` or `sqlite://path`",
+};
+const PORT: Variable = Variable {
+    name: "PORT",
+    default: Fallback::Value("8000"),
+    meaning: "listening port on 0.0.0.0 (`0` picks a free one)",
+};
+const AUTH_ON: Variable = Variable {
+    name: "AUTH_ON",
+    default: Fallback::Value("false"),
+    meaning: "require a bearer JWT on `/orders`",
+};
+const PAYMENTS_URL: Variable = Variable {
+    name: "PAYMENTS_URL",
+    default: Fallback::Described("unset: pay answers 503"),
+    meaning: "base URL of the payments service",
+};
+const KITCHEN_URL: Variable = Variable {
+    name: "KITCHEN_URL",
+    default: Fallback::Described("unset: pay and cancel of a scheduled order answer 503"),
+    meaning: "base URL of the kitchen service",
+};
+const RUST_LOG: Variable = Variable {
+    name: "RUST_LOG",
+    default: Fallback::Value("info"),
+    meaning: "tracing filter, e.g. `info,orders_service=debug`",
+};
+const LOG_FORMAT: Variable = Variable {
+    name: "LOG_FORMAT",
+    default: Fallback::Value("json"),
+    meaning: "`json` (one object a line) or `pretty`",
+};
+const DB_POOL_MAX: Variable = Variable {
+    name: "DB_POOL_MAX",
+    default: Fallback::PerBackend {
+        postgres: 16,
+        sqlite: 4,
+    },
+    meaning: "most database connections held open; SQLite writers queue for one lock, \
+              so more connections there only add memory and tail latency",
+};
+const DB_ACQUIRE_TIMEOUT_MS: Variable = Variable {
+    name: "DB_ACQUIRE_TIMEOUT_MS",
+    default: Fallback::Value("2000"),
+    meaning: "wait for a free connection before answering 503; short, so an outage fails fast",
+};
+const REQUEST_TIMEOUT_MS: Variable = Variable {
+    name: "REQUEST_TIMEOUT_MS",
+    default: Fallback::Value("15000"),
+    meaning: "longest a request may run before answering 503",
+};
+const SHUTDOWN_TIMEOUT_MS: Variable = Variable {
+    name: "SHUTDOWN_TIMEOUT_MS",
+    default: Fallback::Value("20000"),
+    meaning: "longest drain of requests in flight after SIGTERM",
+};
+const MAX_BODY_BYTES: Variable = Variable {
+    name: "MAX_BODY_BYTES",
+    default: Fallback::Value("65536"),
+    meaning: "largest request body (413 above)",
+};
+const UPSTREAM_CONNECT_TIMEOUT_MS: Variable = Variable {
+    name: "UPSTREAM_CONNECT_TIMEOUT_MS",
+    default: Fallback::Value("1000"),
+    meaning: "connect timeout towards payments and kitchen",
+};
+const UPSTREAM_TIMEOUT_MS: Variable = Variable {
+    name: "UPSTREAM_TIMEOUT_MS",
+    default: Fallback::Value("5000"),
+    meaning: "whole-call timeout towards payments and kitchen (504 past it)",
+};
+const CORS_ALLOWED_ORIGINS: Variable = Variable {
+    name: "CORS_ALLOWED_ORIGINS",
+    default: Fallback::Described("any"),
+    meaning: "comma-separated allowed origins; unset or `*` is any origin, without credentials",
+};
+const IDEMPOTENCY_KEY_TTL_SECS: Variable = Variable {
+    name: "IDEMPOTENCY_KEY_TTL_SECS",
+    default: Fallback::Value("86400"),
+    meaning: "how long an `Idempotency-Key` of `POST /orders` is remembered",
+};
+const JWT_JWKS_URL: Variable = Variable {
+    name: "JWT_JWKS_URL",
+    default: Fallback::Described("unset"),
+    meaning: "the identity provider's JWKS (with `AUTH_ON=true`); its keys may rotate",
+};
+const JWT_PUBLIC_KEY_FILE: Variable = Variable {
+    name: "JWT_PUBLIC_KEY_FILE",
+    default: Fallback::Described("unset"),
+    meaning: "a PEM public key or X.509 certificate, instead of a JWKS",
+};
+const JWT_AUDIENCE: Variable = Variable {
+    name: "JWT_AUDIENCE",
+    default: Fallback::Described("unset"),
+    meaning: "a token's `aud` must contain it; required with `AUTH_ON=true`",
+};
+const JWT_ISSUER: Variable = Variable {
+    name: "JWT_ISSUER",
+    default: Fallback::Described("unset"),
+    meaning: "when set, a token's `iss` must equal it",
+};
+const JWT_LEEWAY_SECS: Variable = Variable {
+    name: "JWT_LEEWAY_SECS",
+    default: Fallback::Value("30"),
+    meaning: "clock skew tolerated on `exp` and `nbf`",
+};
+const JWT_JWKS_MIN_REFRESH_SECS: Variable = Variable {
+    name: "JWT_JWKS_MIN_REFRESH_SECS",
+    default: Fallback::Value("30"),
+    meaning: "least time between two JWKS fetches caused by unknown key ids, \
+              so forged `kid`s cannot flood the provider",
+};
+
+/// Every variable the service reads, in the README's order. The deployment
+/// tests check that manifests and images set no variable outside it.
+pub const VARIABLES: &[Variable] = &[
+    DB_URL,
+    PORT,
+    AUTH_ON,
+    PAYMENTS_URL,
+    KITCHEN_URL,
+    RUST_LOG,
+    LOG_FORMAT,
+    DB_POOL_MAX,
+    DB_ACQUIRE_TIMEOUT_MS,
+    REQUEST_TIMEOUT_MS,
+    SHUTDOWN_TIMEOUT_MS,
+    MAX_BODY_BYTES,
+    UPSTREAM_CONNECT_TIMEOUT_MS,
+    UPSTREAM_TIMEOUT_MS,
+    CORS_ALLOWED_ORIGINS,
+    IDEMPOTENCY_KEY_TTL_SECS,
+    JWT_JWKS_URL,
+    JWT_PUBLIC_KEY_FILE,
+    JWT_AUDIENCE,
+    JWT_ISSUER,
+    JWT_LEEWAY_SECS,
+    JWT_JWKS_MIN_REFRESH_SECS,
 ];
 
-/// Where orders are stored.
+impl Variable {
+    fn invalid(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            variable: self.name,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {variable} {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+/// Every setting of the service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub server: ServerSettings,
+    pub upstreams: UpstreamSettings,
+    /// `None` when `AUTH_ON` is false.
+    pub auth: Option<AuthSettings>,
+    pub logging: LogSettings,
+    pub idempotency_key_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: DatabaseUrl,
+    pub pool_max: u32,
+    /// Short, so that a request fails fast with 503 during an outage.
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub port: u16,
+    pub request_timeout: Duration,
+    /// Longest drain of requests in flight after SIGTERM.
+    pub shutdown_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub cors_origins: CorsOrigins,
+}
+
+/// Base URLs of the services an order's payment and cancellation call.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `None`: paying answers 503.
+    pub payments_url: Option<String>,
+    /// `None`: paying and cancelling a scheduled order answer 503.
+    pub kitchen_url: Option<String>,
+    pub connect_timeout: Duration,
+    /// For a whole call; past it the request answers 504.
+    pub timeout: Duration,
+}
+
+/// Checking bearer JWTs; only exists when `AUTH_ON` is true, so a key
+/// source and an audience are always at hand.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub keys: KeySource,
+    pub audience: String,
+    pub issuer: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// Where token signing keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The identity provider's JWKS, fetched again when a token names an
+    /// unknown key, but never more often than `min_refresh`, so that forged
+    /// key ids cannot flood the provider.
+    Jwks { url: String, min_refresh: Duration },
+    /// A PEM public key or X.509 certificate: keys that do not rotate.
+    PemFile(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Tracing filter directives.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+/// Where orders are stored.
+#[derive(Debug, Clone)]
 pub enum DatabaseUrl {
-    /// Production: `postgres://` or `postgresql://`.
-    Postgres(String),
+    /// Production: `postgres://` or `postgresql://`. Its password must not
+    /// reach logs or debug output, so the URL is only read through
+    /// `expose_secret()`.
+    Postgres(SecretString),
     /// Embedded default: `sqlite://path` (the file is created when missing).
     Sqlite(String),
 }
@@ -49,26 +285,20 @@ pub enum DatabaseUrl {
 impl DatabaseUrl {
     pub fn parse(url: &str) -> Result<Self, ConfigError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres(url.to_owned()))
+            Ok(Self::Postgres(url.into()))
         } else if url.starts_with("sqlite:") {
             Ok(Self::Sqlite(url.to_owned()))
         } else {
-            Err(ConfigError::Invalid {
-                variable: "DB_URL",
-                reason: "must start with postgresql://, postgres:// or sqlite://".into(),
-            })
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Postgres(url) | Self::Sqlite(url) => url,
+            Err(DB_URL.invalid("must start with postgresql://, postgres:// or sqlite://"))
         }
     }
 
     /// The URL without its password, fit for a log line.
     pub fn redacted(&self) -> String {
-        let url = self.as_str();
+        let url = match self {
+            Self::Postgres(url) => url.expose_secret(),
+            Self::Sqlite(url) => url,
+        };
         match (url.find("://"), url.rfind('@')) {
             (Some(scheme_end), Some(at)) if at > scheme_end => {
                 let credentials = &url[scheme_end + 3..at];
@@ -98,146 +328,33 @@ impl LogFormat {
         match name.to_ascii_lowercase().as_str() {
             "json" => Ok(Self::Json),
             "pretty" => Ok(Self::Pretty),
-            _ => Err(ConfigError::Invalid {
-                variable: "LOG_FORMAT",
-                reason: format!("must be json or pretty, not {name:?}"),
-            }),
+            _ => Err(LOG_FORMAT.invalid(format!("must be json or pretty, not {name:?}"))),
         }
     }
 }
 
-/// Every setting of the service. Field `foo_bar` is variable `FOO_BAR`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Settings {
-    /// `DB_URL`: `postgresql://...` or `sqlite://path`.
-    #[serde(default = "defaults::db_url")]
-    pub db_url: String,
-    /// `PORT`: listening port on 0.0.0.0 (0 picks a free one).
-    #[serde(default = "defaults::port")]
-    pub port: u16,
-    /// `AUTH_ON`: require a bearer JWT on `/orders`.
-    #[serde(default)]
-    pub auth_on: bool,
-    /// `PAYMENTS_URL`: base URL of the payments service.
-    #[serde(default)]
-    pub payments_url: Option<String>,
-    /// `KITCHEN_URL`: base URL of the kitchen service.
-    #[serde(default)]
-    pub kitchen_url: Option<String>,
-    /// `RUST_LOG`: tracing filter directives.
-    #[serde(default = "defaults::rust_log")]
-    pub rust_log: String,
-    /// `LOG_FORMAT`: `json` or `pretty` (see [`Settings::log_format`]).
-    #[serde(default = "defaults::log_format", rename = "log_format")]
-    log_format_name: String,
-    /// `DB_POOL_MAX`: most connections held open to the database (default
-    /// 16 on PostgreSQL; 4 on SQLite, where writers queue for one lock and
-    /// more connections only add memory and tail latency).
-    #[serde(default)]
-    db_pool_max: Option<u32>,
-    /// `DB_ACQUIRE_TIMEOUT_MS`: how long a request waits for a connection
-    /// before answering 503; short, so an outage fails fast.
-    #[serde(default = "defaults::db_acquire_timeout_ms")]
-    pub db_acquire_timeout_ms: u64,
-    /// `REQUEST_TIMEOUT_MS`: longest a request may take before it answers 503.
-    #[serde(default = "defaults::request_timeout_ms")]
-    pub request_timeout_ms: u64,
-    /// `SHUTDOWN_TIMEOUT_MS`: longest the drain after SIGTERM may take.
-    #[serde(default = "defaults::shutdown_timeout_ms")]
-    pub shutdown_timeout_ms: u64,
-    /// `MAX_BODY_BYTES`: largest request body accepted (413 above).
-    #[serde(default = "defaults::max_body_bytes")]
-    pub max_body_bytes: usize,
-    /// `UPSTREAM_CONNECT_TIMEOUT_MS`: connect timeout for payments and kitchen.
-    #[serde(default = "defaults::upstream_connect_timeout_ms")]
-    pub upstream_connect_timeout_ms: u64,
-    /// `UPSTREAM_TIMEOUT_MS`: whole-call timeout for payments and kitchen (504 past it).
-    #[serde(default = "defaults::upstream_timeout_ms")]
-    pub upstream_timeout_ms: u64,
-    /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed by CORS;
-    /// unset or `*` allows any origin (without credentials).
-    #[serde(default)]
-    pub cors_allowed_origins: Option<String>,
-    /// `IDEMPOTENCY_KEY_TTL_SECS`: how long an `Idempotency-Key` of
-    /// `POST /orders` is remembered.
-    #[serde(default = "defaults::idempotency_key_ttl_secs")]
-    pub idempotency_key_ttl_secs: u64,
-    /// `JWT_JWKS_URL`: the identity provider's JWKS (e.g.
-    /// `https://tenant.auth0.com/.well-known/jwks.json`); keys rotate.
-    #[serde(default)]
-    pub jwt_jwks_url: Option<String>,
-    /// `JWT_PUBLIC_KEY_FILE`: a PEM public key or X.509 certificate, instead
-    /// of a JWKS.
-    #[serde(default)]
-    pub jwt_public_key_file: Option<String>,
-    /// `JWT_AUDIENCE`: a token's `aud` must contain it (required with auth).
-    #[serde(default)]
-    pub jwt_audience: Option<String>,
-    /// `JWT_ISSUER`: when set, a token's `iss` must equal it.
-    #[serde(default)]
-    pub jwt_issuer: Option<String>,
-    /// `JWT_LEEWAY_SECS`: clock skew tolerated on `exp` and `nbf`.
-    #[serde(default = "defaults::jwt_leeway_secs")]
-    pub jwt_leeway_secs: u64,
-    /// `JWT_JWKS_MIN_REFRESH_SECS`: least time between two JWKS fetches
-    /// triggered by unknown key ids, so forged `kid`s cannot flood the provider.
-    #[serde(default = "defaults::jwt_jwks_min_refresh_secs")]
-    pub jwt_jwks_min_refresh_secs: u64,
+/// The origins CORS allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Any origin, without credentials.
+    Any,
+    /// Only these (none at all when the list is empty).
+    Only(Vec<String>),
 }
 
-mod defaults {
-
-    pub fn db_url() -> String {
-        "sqlite://orders.db".into()
+impl CorsOrigins {
+    fn parse(origins: Option<&str>) -> Self {
+        match origins.map(str::trim) {
+            None | Some("" | "*") => Self::Any,
+            Some(origins) => Self::Only(
+                origins
+                    .split(',')
+                    .map(|o| o.trim().to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
+            ),
+        }
     }
-    pub fn port() -> u16 {
-        super::DEFAULT_PORT
-    }
-    pub fn rust_log() -> String {
-        "info".into()
-    }
-    pub fn log_format() -> String {
-        "json".into()
-    }
-    pub fn db_acquire_timeout_ms() -> u64 {
-        2_000
-    }
-    pub fn request_timeout_ms() -> u64 {
-        15_000
-    }
-    pub fn shutdown_timeout_ms() -> u64 {
-        20_000
-    }
-    pub fn max_body_bytes() -> usize {
-        64 * 1024
-    }
-    pub fn upstream_connect_timeout_ms() -> u64 {
-        1_000
-    }
-    pub fn upstream_timeout_ms() -> u64 {
-        5_000
-    }
-    pub fn idempotency_key_ttl_secs() -> u64 {
-        24 * 60 * 60
-    }
-    pub fn jwt_leeway_secs() -> u64 {
-        30
-    }
-    pub fn jwt_jwks_min_refresh_secs() -> u64 {
-        30
-    }
-}
-
-/// Why the configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("invalid configuration: {0}")]
-    Environment(#[from] envy::Error),
-    #[error("invalid configuration: {variable} {reason}")]
-    Invalid {
-        variable: &'static str,
-        reason: String,
-    },
 }
 
 impl Settings {
@@ -251,163 +368,193 @@ impl Settings {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let settings: Settings = envy::from_iter(vars)?;
-        settings.validate()?;
-        Ok(settings)
+        let env = Environment(vars.into_iter().collect());
+        Ok(Settings {
+            database: DatabaseSettings::read(&env)?,
+            server: ServerSettings::read(&env)?,
+            upstreams: UpstreamSettings::read(&env)?,
+            auth: AuthSettings::read(&env)?,
+            logging: LogSettings {
+                filter: env.text(&RUST_LOG)?.to_owned(),
+                format: LogFormat::parse(env.text(&LOG_FORMAT)?)?,
+            },
+            idempotency_key_ttl: env.seconds(&IDEMPOTENCY_KEY_TTL_SECS, 1..=30 * 24 * 3_600)?,
+        })
     }
+}
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        DatabaseUrl::parse(&self.db_url)?;
-        LogFormat::parse(&self.log_format_name)?;
-        let positive = [
-            ("DB_POOL_MAX", u64::from(self.db_pool_max())),
-            ("DB_ACQUIRE_TIMEOUT_MS", self.db_acquire_timeout_ms),
-            ("REQUEST_TIMEOUT_MS", self.request_timeout_ms),
-            ("MAX_BODY_BYTES", self.max_body_bytes as u64),
-            (
-                "UPSTREAM_CONNECT_TIMEOUT_MS",
-                self.upstream_connect_timeout_ms,
-            ),
-            ("UPSTREAM_TIMEOUT_MS", self.upstream_timeout_ms),
-            ("IDEMPOTENCY_KEY_TTL_SECS", self.idempotency_key_ttl_secs),
-        ];
-        for (variable, value) in positive {
-            if value == 0 {
-                return Err(ConfigError::Invalid {
-                    variable,
-                    reason: "must be greater than 0".into(),
-                });
-            }
-        }
-        // Upper bounds keep time arithmetic from overflowing and catch
-        // values given in the wrong unit.
-        let bounded = [
-            ("DB_POOL_MAX", u64::from(self.db_pool_max()), 1_000),
-            ("DB_ACQUIRE_TIMEOUT_MS", self.db_acquire_timeout_ms, 600_000),
-            ("REQUEST_TIMEOUT_MS", self.request_timeout_ms, 3_600_000),
-            ("SHUTDOWN_TIMEOUT_MS", self.shutdown_timeout_ms, 3_600_000),
-            (
-                "MAX_BODY_BYTES",
-                self.max_body_bytes as u64,
-                16 * 1024 * 1024,
-            ),
-            (
-                "UPSTREAM_CONNECT_TIMEOUT_MS",
-                self.upstream_connect_timeout_ms,
-                600_000,
-            ),
-            ("UPSTREAM_TIMEOUT_MS", self.upstream_timeout_ms, 600_000),
-            (
-                "IDEMPOTENCY_KEY_TTL_SECS",
-                self.idempotency_key_ttl_secs,
-                30 * 24 * 3_600,
-            ),
-            ("JWT_LEEWAY_SECS", self.jwt_leeway_secs, 3_600),
-            (
-                "JWT_JWKS_MIN_REFRESH_SECS",
-                self.jwt_jwks_min_refresh_secs,
-                86_400,
-            ),
-        ];
-        for (variable, value, max) in bounded {
-            if value > max {
-                return Err(ConfigError::Invalid {
-                    variable,
-                    reason: format!("must be at most {max}, not {value}"),
-                });
-            }
-        }
-        if self.auth_on {
-            if self.jwt_jwks_url.is_none() && self.jwt_public_key_file.is_none() {
-                return Err(ConfigError::Invalid {
-                    variable: "JWT_JWKS_URL",
-                    reason: "or JWT_PUBLIC_KEY_FILE must be set when AUTH_ON=true".into(),
-                });
-            }
-            if self.jwt_jwks_url.is_some() && self.jwt_public_key_file.is_some() {
-                return Err(ConfigError::Invalid {
-                    variable: "JWT_JWKS_URL",
-                    reason: "and JWT_PUBLIC_KEY_FILE are exclusive: set one".into(),
-                });
-            }
-            if self.jwt_audience.as_deref().is_none_or(str::is_empty) {
-                return Err(ConfigError::Invalid {
-                    variable: "JWT_AUDIENCE",
-                    reason: "must be set when AUTH_ON=true".into(),
-                });
-            }
-        }
-        for (variable, url) in [
-            ("PAYMENTS_URL", &self.payments_url),
-            ("KITCHEN_URL", &self.kitchen_url),
-            ("JWT_JWKS_URL", &self.jwt_jwks_url),
-        ] {
-            if let Some(url) = url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
-                return Err(ConfigError::Invalid {
-                    variable,
-                    reason: format!("must be an http:// or https:// URL, not {url:?}"),
-                });
-            }
-        }
-        Ok(())
-    }
+// The upper bounds below keep time arithmetic from overflowing and catch
+// values given in the wrong unit.
 
-    /// The pool size for the configured backend.
-    pub fn db_pool_max(&self) -> u32 {
-        let default = match DatabaseUrl::parse(&self.db_url) {
-            Ok(DatabaseUrl::Sqlite(_)) => 4,
-            _ => 16,
+impl DatabaseSettings {
+    fn read(env: &Environment) -> Result<Self, ConfigError> {
+        let url = DatabaseUrl::parse(env.text(&DB_URL)?)?;
+        let pool_max = match (env.bounded(&DB_POOL_MAX, 1..=1_000)?, DB_POOL_MAX.default) {
+            (Some(max), _) => max,
+            (None, Fallback::PerBackend { postgres, sqlite }) => match url {
+                DatabaseUrl::Postgres(_) => postgres,
+                DatabaseUrl::Sqlite(_) => sqlite,
+            },
+            (None, _) => return Err(DB_POOL_MAX.invalid("must be set")),
         };
-        self.db_pool_max.unwrap_or(default)
+        Ok(Self {
+            url,
+            pool_max,
+            acquire_timeout: env.millis(&DB_ACQUIRE_TIMEOUT_MS, 1..=600_000)?,
+        })
     }
+}
 
-    pub fn log_format(&self) -> LogFormat {
-        LogFormat::parse(&self.log_format_name).expect("validated at start-up")
+impl ServerSettings {
+    fn read(env: &Environment) -> Result<Self, ConfigError> {
+        Ok(Self {
+            port: env.parsed(&PORT)?,
+            request_timeout: env.millis(&REQUEST_TIMEOUT_MS, 1..=3_600_000)?,
+            shutdown_timeout: env.millis(&SHUTDOWN_TIMEOUT_MS, 0..=3_600_000)?,
+            max_body_bytes: env.number(&MAX_BODY_BYTES, 1..=16 * 1024 * 1024)?,
+            cors_origins: CorsOrigins::parse(env.get(&CORS_ALLOWED_ORIGINS)),
+        })
     }
+}
 
-    pub fn database_url(&self) -> DatabaseUrl {
-        DatabaseUrl::parse(&self.db_url).expect("validated at start-up")
+impl UpstreamSettings {
+    fn read(env: &Environment) -> Result<Self, ConfigError> {
+        Ok(Self {
+            payments_url: env.http_url(&PAYMENTS_URL)?,
+            kitchen_url: env.http_url(&KITCHEN_URL)?,
+            connect_timeout: env.millis(&UPSTREAM_CONNECT_TIMEOUT_MS, 1..=600_000)?,
+            timeout: env.millis(&UPSTREAM_TIMEOUT_MS, 1..=600_000)?,
+        })
     }
+}
 
-    pub fn db_acquire_timeout(&self) -> Duration {
-        Duration::from_millis(self.db_acquire_timeout_ms)
-    }
-
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-
-    pub fn upstream_connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.upstream_connect_timeout_ms)
-    }
-
-    pub fn upstream_timeout(&self) -> Duration {
-        Duration::from_millis(self.upstream_timeout_ms)
-    }
-
-    pub fn idempotency_key_ttl(&self) -> Duration {
-        Duration::from_secs(self.idempotency_key_ttl_secs)
-    }
-
-    /// `None` means any origin.
-    pub fn cors_origins(&self) -> Option<Vec<String>> {
-        let origins = self.cors_allowed_origins.as_deref()?.trim();
-        if origins.is_empty() || origins == "*" {
-            return None;
+impl AuthSettings {
+    /// The JWT variables are checked even when `AUTH_ON` is false, so that a
+    /// mistake shows before authentication is switched on.
+    fn read(env: &Environment) -> Result<Option<Self>, ConfigError> {
+        let on: bool = env.parsed(&AUTH_ON)?;
+        let jwks_url = env.http_url(&JWT_JWKS_URL)?;
+        let min_refresh = env.seconds(&JWT_JWKS_MIN_REFRESH_SECS, 0..=86_400)?;
+        let pem_file = env.get(&JWT_PUBLIC_KEY_FILE);
+        let leeway = env.seconds(&JWT_LEEWAY_SECS, 0..=3_600)?;
+        if !on {
+            return Ok(None);
         }
-        Some(
-            origins
-                .split(',')
-                .map(|o| o.trim().to_owned())
-                .filter(|o| !o.is_empty())
-                .collect(),
-        )
+        let keys = match (jwks_url, pem_file) {
+            (Some(url), None) => KeySource::Jwks { url, min_refresh },
+            (None, Some(path)) => KeySource::PemFile(path.to_owned()),
+            (None, None) => {
+                return Err(JWT_JWKS_URL.invalid(format!(
+                    "or {} must be set when {}=true",
+                    JWT_PUBLIC_KEY_FILE.name, AUTH_ON.name
+                )));
+            }
+            (Some(_), Some(_)) => {
+                return Err(JWT_JWKS_URL.invalid(format!(
+                    "and {} are exclusive: set one",
+                    JWT_PUBLIC_KEY_FILE.name
+                )));
+            }
+        };
+        let audience = env
+            .get(&JWT_AUDIENCE)
+            .filter(|audience| !audience.is_empty())
+            .ok_or_else(|| {
+                JWT_AUDIENCE.invalid(format!("must be set when {}=true", AUTH_ON.name))
+            })?;
+        Ok(Some(Self {
+            keys,
+            audience: audience.to_owned(),
+            issuer: env.get(&JWT_ISSUER).map(str::to_owned),
+            leeway,
+        }))
+    }
+}
+
+/// The variables given, read only through their [`Variable`] entries.
+struct Environment(HashMap<String, String>);
+
+impl Environment {
+    /// The variable's value, else the value its default stands for.
+    fn get(&self, variable: &Variable) -> Option<&str> {
+        match (self.0.get(variable.name), variable.default) {
+            (Some(value), _) => Some(value),
+            (None, Fallback::Value(value)) => Some(value),
+            (None, _) => None,
+        }
     }
 
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_millis(self.shutdown_timeout_ms)
+    /// An unset variable without a default is an error here: the reader
+    /// asks for a value only where the table promises one.
+    fn text(&self, variable: &Variable) -> Result<&str, ConfigError> {
+        self.get(variable)
+            .ok_or_else(|| variable.invalid("must be set"))
+    }
+
+    fn parsed<T>(&self, variable: &Variable) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        let text = self.text(variable)?;
+        text.parse()
+            .map_err(|err| variable.invalid(format!("cannot be {text:?}: {err}")))
+    }
+
+    fn bounded<T>(
+        &self,
+        variable: &Variable,
+        bounds: RangeInclusive<T>,
+    ) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr + PartialOrd + Display,
+        T::Err: Display,
+    {
+        if self.get(variable).is_none() {
+            return Ok(None);
+        }
+        let value: T = self.parsed(variable)?;
+        if &value < bounds.start() {
+            Err(variable.invalid(format!("must be at least {}, not {value}", bounds.start())))
+        } else if &value > bounds.end() {
+            Err(variable.invalid(format!("must be at most {}, not {value}", bounds.end())))
+        } else {
+            Ok(Some(value))
+        }
+    }
+
+    fn number<T>(&self, variable: &Variable, bounds: RangeInclusive<T>) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Display,
+        T::Err: Display,
+    {
+        self.bounded(variable, bounds)?
+            .ok_or_else(|| variable.invalid("must be set"))
+    }
+
+    fn millis(
+        &self,
+        variable: &Variable,
+        bounds: RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        self.number(variable, bounds).map(Duration::from_millis)
+    }
+
+    fn seconds(
+        &self,
+        variable: &Variable,
+        bounds: RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        self.number(variable, bounds).map(Duration::from_secs)
+    }
+
+    fn http_url(&self, variable: &Variable) -> Result<Option<String>, ConfigError> {
+        match self.get(variable) {
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                Err(variable.invalid(format!("must be an http:// or https:// URL, not {url:?}")))
+            }
+            url => Ok(url.map(str::to_owned)),
+        }
     }
 }
 
@@ -425,16 +572,20 @@ mod tests {
     #[test]
     fn defaults_need_no_environment() {
         let settings = Settings::from_vars(vars(&[])).unwrap();
-        assert_eq!(settings.db_url, "sqlite://orders.db");
-        assert_eq!(settings.port, 8000);
-        assert!(!settings.auth_on);
-        assert_eq!(settings.log_format(), LogFormat::Json);
-        assert!(settings.payments_url.is_none());
-        assert_eq!(settings.db_pool_max(), 4, "SQLite's default pool");
+        assert_eq!(settings.database.url.redacted(), "sqlite://orders.db");
+        assert_eq!(settings.database.pool_max, 4, "SQLite's default pool");
+        assert_eq!(settings.server.port, DEFAULT_PORT);
+        assert_eq!(settings.server.max_body_bytes, 64 * 1024);
+        assert_eq!(settings.server.cors_origins, CorsOrigins::Any);
+        assert!(settings.auth.is_none());
+        assert_eq!(settings.logging.format, LogFormat::Json);
+        assert!(settings.upstreams.payments_url.is_none());
+        assert_eq!(settings.upstreams.timeout, Duration::from_secs(5));
+        assert_eq!(settings.idempotency_key_ttl, Duration::from_secs(86_400));
         let postgres = Settings::from_vars(vars(&[("DB_URL", "postgresql://db/orders")])).unwrap();
-        assert_eq!(postgres.db_pool_max(), 16);
+        assert_eq!(postgres.database.pool_max, 16);
         let set = Settings::from_vars(vars(&[("DB_POOL_MAX", "7")])).unwrap();
-        assert_eq!(set.db_pool_max(), 7);
+        assert_eq!(set.database.pool_max, 7);
     }
 
     #[test]
@@ -468,24 +619,43 @@ mod tests {
     }
 
     #[test]
-    fn every_variable_is_a_documented_field() {
-        let source = include_str!("config.rs");
-        for variable in VARIABLES {
-            assert!(
-                source.contains(&format!("/// `{variable}`")),
-                "{variable} has no field"
-            );
-        }
-        let documented = source
-            .lines()
-            .filter_map(|line| line.strip_prefix("    /// `")?.split_once("`:"))
-            .filter(|(name, _)| name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
-            .count();
+    fn auth_settings_exist_only_with_auth_on() {
+        let settings = Settings::from_vars(vars(&[
+            ("AUTH_ON", "true"),
+            ("JWT_JWKS_URL", "https://idp/jwks.json"),
+            ("JWT_AUDIENCE", "orders"),
+        ]))
+        .unwrap();
+        let auth = settings.auth.unwrap();
         assert_eq!(
-            documented,
-            VARIABLES.len(),
-            "a field is missing from VARIABLES"
+            auth.keys,
+            KeySource::Jwks {
+                url: "https://idp/jwks.json".into(),
+                min_refresh: Duration::from_secs(30),
+            }
         );
+        assert_eq!(auth.audience, "orders");
+        assert_eq!(auth.issuer, None);
+        let off = Settings::from_vars(vars(&[("JWT_AUDIENCE", "orders")])).unwrap();
+        assert!(off.auth.is_none());
+    }
+
+    #[test]
+    fn cors_origins_are_a_list_or_any() {
+        let parse = |value| CorsOrigins::parse(Some(value));
+        assert_eq!(parse(" * "), CorsOrigins::Any);
+        assert_eq!(parse(""), CorsOrigins::Any);
+        assert_eq!(
+            parse("https://a.example, https://b.example,"),
+            CorsOrigins::Only(vec!["https://a.example".into(), "https://b.example".into()])
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_the_database_password() {
+        let settings =
+            Settings::from_vars(vars(&[("DB_URL", "postgresql://app:s3cret@db/orders")])).unwrap();
+        assert!(!format!("{settings:?}").contains("s3cret"));
     }
 
     #[test]
@@ -494,5 +664,40 @@ mod tests {
         assert_eq!(url.redacted(), "postgresql://app:***@db:5432/orders");
         let url = DatabaseUrl::parse("sqlite://orders.db").unwrap();
         assert_eq!(url.redacted(), "sqlite://orders.db");
+    }
+
+    fn markdown_table() -> String {
+        let mut table = String::from("| variable | meaning | default |\n|---|---|---|\n");
+        for variable in VARIABLES {
+            let default = match variable.default {
+                Fallback::Value(value) => format!("`{value}`"),
+                Fallback::PerBackend { postgres, sqlite } => {
+                    format!("`{postgres}` (PostgreSQL), `{sqlite}` (SQLite)")
+                }
+                Fallback::Described(text) => text.to_owned(),
+            };
+            table.push_str(&format!(
+                "| `{}` | {} | {default} |\n",
+                variable.name, variable.meaning
+            ));
+        }
+        table
+    }
+
+    #[test]
+    fn the_readme_table_is_the_one_variables_renders() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("| variable |")
+            .expect("README.md has a configuration table");
+        let end = readme[start..]
+            .find("\n\n")
+            .map_or(readme.len(), |end| start + end + 1);
+        let table = markdown_table();
+        assert!(
+            readme[start..end] == table,
+            "README.md's configuration table is not the one VARIABLES in src/config.rs \
+             renders; replace it with:\n\n{table}"
+        );
     }
 }

@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.rust_log, settings.log_format());
+    telemetry::init(&settings.logging);
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(err) => {

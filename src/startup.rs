@@ -9,8 +9,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::auth::{Authenticator, KeyStore};
-use crate::config::{DatabaseUrl, Settings};
-use crate::db::{Database, PoolSettings, migrations};
+use crate::config::{AuthSettings, CorsOrigins, DatabaseUrl, KeySource, Settings};
+use crate::db::{Database, migrations};
 use crate::http::{self, AppState, HttpSettings};
 use crate::lifecycle::OrderLifecycle;
 use crate::metrics::Metrics;
@@ -44,32 +44,23 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let url = settings.database_url();
+        let url = &settings.database.url;
         // Only the embedded default migrates itself, so one command gives a
         // working service; on PostgreSQL the `migrate` Job owns the schema.
         if let DatabaseUrl::Sqlite(_) = url {
-            let report = migrations::run(&url).await?;
+            let report = migrations::run(url).await?;
             for migration in report.applied_migrations() {
                 tracing::info!(%migration, "applied migration");
             }
         }
-        let db = Database::connect_lazy(
-            &url,
-            PoolSettings {
-                max_connections: settings.db_pool_max(),
-                acquire_timeout: settings.db_acquire_timeout(),
-            },
-        )
-        .map_err(StartupError::DatabaseUrl)?;
+        let db = Database::connect_lazy(&settings.database).map_err(StartupError::DatabaseUrl)?;
         let repo = OrdersRepository::new(db);
-        let http = upstream::http_client(
-            settings.upstream_connect_timeout(),
-            settings.upstream_timeout(),
-        );
-        let payments = settings.payments_url.as_ref().map(|url| {
+        let upstreams = &settings.upstreams;
+        let http = upstream::http_client(upstreams.connect_timeout, upstreams.timeout);
+        let payments = upstreams.payments_url.as_ref().map(|url| {
             Arc::new(PaymentsClient::new(http.clone(), url.clone())) as Arc<dyn Payments>
         });
-        let kitchen = settings
+        let kitchen = upstreams
             .kitchen_url
             .as_ref()
             .map(|url| Arc::new(KitchenClient::new(http.clone(), url.clone())) as Arc<dyn Kitchen>);
@@ -81,40 +72,41 @@ impl Application {
                 tracing::warn!("{variable} is not set: paying for orders answers 503");
             }
         }
-        let authenticator = authenticator(&settings, http.clone()).await?;
+        let authenticator = authenticator(settings.auth.as_ref(), http.clone()).await?;
         let metrics = Arc::new(Metrics::new());
         let state = AppState {
             lifecycle: Arc::new(OrderLifecycle::new(
                 repo.clone(),
                 payments,
                 kitchen,
-                settings.upstream_timeout(),
+                upstreams.timeout,
                 metrics.clone(),
             )),
             metrics,
             authenticator,
             readiness: Arc::new(Readiness::new(migrations::expected_version())),
-            max_body_bytes: settings.max_body_bytes,
-            idempotency_key_ttl: settings.idempotency_key_ttl(),
+            max_body_bytes: settings.server.max_body_bytes,
+            idempotency_key_ttl: settings.idempotency_key_ttl,
             repo,
         };
         let router = http::router(
             state.clone(),
             &HttpSettings {
-                request_timeout: settings.request_timeout(),
-                max_body_bytes: settings.max_body_bytes,
-                cors_origins: settings.cors_origins(),
+                request_timeout: settings.server.request_timeout,
+                max_body_bytes: settings.server.max_body_bytes,
+                cors_origins: match &settings.server.cors_origins {
+                    CorsOrigins::Any => None,
+                    CorsOrigins::Only(origins) => Some(origins.clone()),
+                },
             },
         );
-        let listener = TcpListener::bind(("0.0.0.0", settings.port))
+        let port = settings.server.port;
+        let listener = TcpListener::bind(("0.0.0.0", port))
             .await
-            .map_err(|source| StartupError::Bind {
-                port: settings.port,
-                source,
-            })?;
+            .map_err(|source| StartupError::Bind { port, source })?;
         tracing::info!(
             database = %url.redacted(),
-            auth = settings.auth_on,
+            auth = settings.auth.is_some(),
             "service built"
         );
         Ok(Self {
@@ -158,7 +150,7 @@ impl Application {
         let purge = tokio::spawn(purge_expired_keys(self.state.repo.clone()));
         let reap = tokio::spawn(close_idle_connections(self.state.repo.database().clone()));
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
-        let deadline = self.settings.shutdown_timeout();
+        let deadline = self.settings.server.shutdown_timeout;
         let outcome = tokio::select! {
             served = server.into_future() => served,
             () = async {
@@ -177,35 +169,28 @@ impl Application {
     }
 }
 
-/// The token checker `AUTH_ON` asks for (settings were validated: a key
-/// source and an audience are present).
+/// The token checker `AUTH_ON` asks for.
 async fn authenticator(
-    settings: &Settings,
+    settings: Option<&AuthSettings>,
     http: reqwest::Client,
 ) -> Result<Option<Arc<Authenticator>>, StartupError> {
-    if !settings.auth_on {
+    let Some(settings) = settings else {
         tracing::warn!(
             "AUTH_ON is false: requests are not authenticated and every caller is the user \"test\""
         );
         return Ok(None);
-    }
-    let keys = match (&settings.jwt_jwks_url, &settings.jwt_public_key_file) {
-        (Some(url), _) => {
-            KeyStore::from_jwks_url(
-                http,
-                url.clone(),
-                std::time::Duration::from_secs(settings.jwt_jwks_min_refresh_secs),
-            )
-            .await
+    };
+    let keys = match &settings.keys {
+        KeySource::Jwks { url, min_refresh } => {
+            KeyStore::from_jwks_url(http, url.clone(), *min_refresh).await
         }
-        (None, Some(path)) => KeyStore::from_pem_file(path)?,
-        (None, None) => unreachable!("validated in Settings"),
+        KeySource::PemFile(path) => KeyStore::from_pem_file(path)?,
     };
     Ok(Some(Arc::new(Authenticator::new(
         keys,
-        settings.jwt_audience.clone().unwrap_or_default(),
-        settings.jwt_issuer.clone(),
-        std::time::Duration::from_secs(settings.jwt_leeway_secs),
+        settings.audience.clone(),
+        settings.issuer.clone(),
+        settings.leeway,
     ))))
 }
 

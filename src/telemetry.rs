@@ -2,19 +2,20 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber. Later calls (tests that build several
 /// apps in one process) are ignored.
-pub fn init(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|err| {
+pub fn init(settings: &LogSettings) {
+    let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|err| {
+        let filter = &settings.filter;
         eprintln!("RUST_LOG {filter:?} is not a valid filter ({err}); using \"info\"");
         EnvFilter::new("info")
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);
-    let _ = match format {
+    let _ = match settings.format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)

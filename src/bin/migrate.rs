@@ -16,9 +16,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let url = settings.database_url();
+    let url = &settings.database.url;
     println!("migrate: database {}", url.redacted());
-    match migrations::run(&url).await {
+    match migrations::run(url).await {
         Ok(report) => {
             let applied = report.applied_migrations();
             if applied.is_empty() {

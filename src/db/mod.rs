@@ -11,11 +11,12 @@ pub use pg_pool::{PgConnectionGuard, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use sqlx::SqlitePool;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::config::DatabaseUrl;
+use crate::config::{DatabaseSettings, DatabaseUrl};
 
 /// A connection pool on one of the two backends.
 #[derive(Debug, Clone)]
@@ -24,30 +25,24 @@ pub enum Database {
     Sqlite(SqlitePool),
 }
 
-/// Pool sizing and patience.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolSettings {
-    pub max_connections: u32,
-    pub acquire_timeout: Duration,
-}
-
 impl Database {
     /// Builds the pool without connecting: the service must start (and
     /// report not-ready) while the database is down.
-    pub fn connect_lazy(url: &DatabaseUrl, pool: PoolSettings) -> Result<Self, sqlx::Error> {
-        Ok(match url {
+    pub fn connect_lazy(settings: &DatabaseSettings) -> Result<Self, sqlx::Error> {
+        Ok(match &settings.url {
             DatabaseUrl::Postgres(url) => {
-                let options = PgConnectOptions::from_str(url)?.application_name("orders-service");
+                let options = PgConnectOptions::from_str(url.expose_secret())?
+                    .application_name("orders-service");
                 Database::Postgres(PgPool::new(
                     options,
-                    pool.max_connections,
-                    pool.acquire_timeout,
+                    settings.pool_max,
+                    settings.acquire_timeout,
                 ))
             }
             DatabaseUrl::Sqlite(url) => Database::Sqlite(
                 SqlitePoolOptions::new()
-                    .max_connections(pool.max_connections)
-                    .acquire_timeout(pool.acquire_timeout)
+                    .max_connections(settings.pool_max)
+                    .acquire_timeout(settings.acquire_timeout)
                     .connect_lazy_with(sqlite_options(url)?),
             ),
         })

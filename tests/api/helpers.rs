@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use orders_service::config::{DatabaseUrl, Settings};
+use orders_service::config::{DatabaseUrl, LogFormat, LogSettings, Settings};
 use orders_service::db::migrations;
 use orders_service::domain::OrderStatus;
 use orders_service::startup::Application;
 use reqwest::Response;
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::oneshot;
@@ -168,7 +169,10 @@ pub async fn spawn_on(db: TestDatabase, extra: &[(&str, &str)]) -> TestApp {
     let settings = test_settings(&db.url, extra);
     // `TEST_LOG=debug cargo test ...` shows the service's logs.
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        orders_service::telemetry::init(&filter, orders_service::config::LogFormat::Pretty);
+        orders_service::telemetry::init(&LogSettings {
+            filter,
+            format: LogFormat::Pretty,
+        });
     }
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -262,7 +266,7 @@ impl TestApp {
             "UPDATE orders SET status = $1, schedule_id = COALESCE($3, schedule_id) WHERE id = $2";
         match DatabaseUrl::parse(&self.db.url).unwrap() {
             DatabaseUrl::Postgres(url) => {
-                let mut conn = PgConnection::connect(&url).await.unwrap();
+                let mut conn = PgConnection::connect(url.expose_secret()).await.unwrap();
                 sqlx::query(SQL)
                     .bind(status.as_str())
                     .bind(id)
@@ -291,7 +295,7 @@ impl TestApp {
         const SQL: &str = "UPDATE orders SET claimed_until = $1 WHERE id = $2";
         match DatabaseUrl::parse(&self.db.url).unwrap() {
             DatabaseUrl::Postgres(url) => {
-                let mut conn = PgConnection::connect(&url).await.unwrap();
+                let mut conn = PgConnection::connect(url.expose_secret()).await.unwrap();
                 sqlx::query(SQL)
                     .bind(until)
                     .bind(id)

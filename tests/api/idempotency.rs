@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use orders_service::config::DatabaseUrl;
-use orders_service::db::{Database, PoolSettings};
+use orders_service::config::{DatabaseSettings, DatabaseUrl};
+use orders_service::db::Database;
 use orders_service::repository::{IdempotencyKey, KeyedCreate, OrdersRepository};
 use serde_json::{Value, json};
 
@@ -114,12 +114,12 @@ async fn concurrent_requests_with_one_key_create_one_order(backend: Backend) {
 
 async fn keys_of_two_users_do_not_collide(backend: Backend) {
     let app = spawn_app(backend).await;
-    let url = DatabaseUrl::parse(&app.db.url).unwrap();
-    let pool = PoolSettings {
-        max_connections: 2,
+    let database = DatabaseSettings {
+        url: DatabaseUrl::parse(&app.db.url).unwrap(),
+        pool_max: 2,
         acquire_timeout: Duration::from_secs(5),
     };
-    let repo = OrdersRepository::new(Database::connect_lazy(&url, pool).unwrap());
+    let repo = OrdersRepository::new(Database::connect_lazy(&database).unwrap());
     let order = orders_service::http::validation::new_order(&latte_order()).unwrap();
     let key = IdempotencyKey {
         key: "shared",
