@@ -55,12 +55,12 @@ const AUTH_ON: Variable = Variable {
     default: Fallback::Value("false"),
     meaning: "require a bearer JWT on `/orders`",
 };
-const PAYMENTS_URL: Variable = Variable {
+pub const PAYMENTS_URL: Variable = Variable {
     name: "PAYMENTS_URL",
     default: Fallback::Described("unset: pay answers 503"),
     meaning: "base URL of the payments service",
 };
-const KITCHEN_URL: Variable = Variable {
+pub const KITCHEN_URL: Variable = Variable {
     name: "KITCHEN_URL",
     default: Fallback::Described("unset: pay and cancel of a scheduled order answer 503"),
     meaning: "base URL of the kitchen service",

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::auth::{Authenticator, KeyStore};
-use crate::config::{AuthSettings, CorsOrigins, DatabaseUrl, KeySource, Settings};
+use crate::config::{self, AuthSettings, CorsOrigins, DatabaseUrl, KeySource, Settings};
 use crate::db::{Database, migrations};
 use crate::http::{self, AppState, HttpSettings};
 use crate::lifecycle::OrderLifecycle;
@@ -53,53 +53,7 @@ impl Application {
                 tracing::info!(%migration, "applied migration");
             }
         }
-        let db = Database::connect_lazy(&settings.database).map_err(StartupError::DatabaseUrl)?;
-        let repo = OrdersRepository::new(db);
-        let upstreams = &settings.upstreams;
-        let http = upstream::http_client(upstreams.connect_timeout, upstreams.timeout);
-        let payments = upstreams.payments_url.as_ref().map(|url| {
-            Arc::new(PaymentsClient::new(http.clone(), url.clone())) as Arc<dyn Payments>
-        });
-        let kitchen = upstreams
-            .kitchen_url
-            .as_ref()
-            .map(|url| Arc::new(KitchenClient::new(http.clone(), url.clone())) as Arc<dyn Kitchen>);
-        for (variable, configured) in [
-            ("PAYMENTS_URL", payments.is_some()),
-            ("KITCHEN_URL", kitchen.is_some()),
-        ] {
-            if !configured {
-                tracing::warn!("{variable} is not set: paying for orders answers 503");
-            }
-        }
-        let authenticator = authenticator(settings.auth.as_ref(), http.clone()).await?;
-        let metrics = Arc::new(Metrics::new());
-        let state = AppState {
-            lifecycle: Arc::new(OrderLifecycle::new(
-                repo.clone(),
-                payments,
-                kitchen,
-                upstreams.timeout,
-                metrics.clone(),
-            )),
-            metrics,
-            authenticator,
-            readiness: Arc::new(Readiness::new(migrations::expected_version())),
-            max_body_bytes: settings.server.max_body_bytes,
-            idempotency_key_ttl: settings.idempotency_key_ttl,
-            repo,
-        };
-        let router = http::router(
-            state.clone(),
-            &HttpSettings {
-                request_timeout: settings.server.request_timeout,
-                max_body_bytes: settings.server.max_body_bytes,
-                cors_origins: match &settings.server.cors_origins {
-                    CorsOrigins::Any => None,
-                    CorsOrigins::Only(origins) => Some(origins.clone()),
-                },
-            },
-        );
+        let (router, state) = app(&settings).await?;
         let port = settings.server.port;
         let listener = TcpListener::bind(("0.0.0.0", port))
             .await
@@ -167,6 +121,61 @@ impl Application {
         tracing::info!("stopped");
         outcome
     }
+}
+
+/// Everything but the socket and the migrations: the router and the state
+/// behind it. Tests drive it in-process with `oneshot`; nothing here
+/// connects to the database (the pools connect lazily).
+pub async fn app(settings: &Settings) -> Result<(Router, AppState), StartupError> {
+    let db = Database::connect_lazy(&settings.database).map_err(StartupError::DatabaseUrl)?;
+    let repo = OrdersRepository::new(db);
+    let upstreams = &settings.upstreams;
+    let http = upstream::http_client(upstreams.connect_timeout, upstreams.timeout);
+    let payments = upstreams
+        .payments_url
+        .as_ref()
+        .map(|url| Arc::new(PaymentsClient::new(http.clone(), url.clone())) as Arc<dyn Payments>);
+    let kitchen = upstreams
+        .kitchen_url
+        .as_ref()
+        .map(|url| Arc::new(KitchenClient::new(http.clone(), url.clone())) as Arc<dyn Kitchen>);
+    for (variable, configured) in [
+        (config::PAYMENTS_URL.name, payments.is_some()),
+        (config::KITCHEN_URL.name, kitchen.is_some()),
+    ] {
+        if !configured {
+            tracing::warn!("{variable} is not set: paying for orders answers 503");
+        }
+    }
+    let authenticator = authenticator(settings.auth.as_ref(), http.clone()).await?;
+    let metrics = Arc::new(Metrics::new());
+    let state = AppState {
+        lifecycle: Arc::new(OrderLifecycle::new(
+            repo.clone(),
+            payments,
+            kitchen,
+            upstreams.timeout,
+            metrics.clone(),
+        )),
+        metrics,
+        authenticator,
+        readiness: Arc::new(Readiness::new(migrations::expected_version())),
+        max_body_bytes: settings.server.max_body_bytes,
+        idempotency_key_ttl: settings.idempotency_key_ttl,
+        repo,
+    };
+    let router = http::router(
+        state.clone(),
+        &HttpSettings {
+            request_timeout: settings.server.request_timeout,
+            max_body_bytes: settings.server.max_body_bytes,
+            cors_origins: match &settings.server.cors_origins {
+                CorsOrigins::Any => None,
+                CorsOrigins::Only(origins) => Some(origins.clone()),
+            },
+        },
+    );
+    Ok((router, state))
 }
 
 /// The token checker `AUTH_ON` asks for.

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use std::sync::Arc;
 
+use crate::config;
 use crate::lifecycle::{Activity, LifecycleError};
 use crate::repository::RepositoryError;
 use crate::upstream::{Service, UpstreamError};
@@ -150,8 +151,8 @@ const INTERNAL_SERVER_ERROR: &str = "internal server error";
 /// The variable that configures a service, for a message that says what to set.
 fn setting_of(service: Service) -> &'static str {
     match service {
-        Service::Payments => "PAYMENTS_URL",
-        Service::Kitchen => "KITCHEN_URL",
+        Service::Payments => config::PAYMENTS_URL.name,
+        Service::Kitchen => config::KITCHEN_URL.name,
     }
 }
 

@@ -353,15 +353,143 @@ impl Drop for TestApp {
     }
 }
 
+/// A response reduced to what the assertions look at, whether it came over
+/// a socket or from the router in-process.
+pub struct Answer {
+    pub status: u16,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!(
+                "JSON body ({err}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_str()
+            .unwrap()
+    }
+}
+
+pub trait IntoAnswer {
+    fn answer(self) -> impl std::future::Future<Output = Answer> + Send;
+}
+
+impl IntoAnswer for Response {
+    async fn answer(self) -> Answer {
+        let status = self.status().as_u16();
+        let headers = self.headers().clone();
+        let body = self.bytes().await.expect("body").to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+impl IntoAnswer for axum::response::Response {
+    async fn answer(self) -> Answer {
+        let status = self.status().as_u16();
+        let headers = self.headers().clone();
+        let body = axum::body::to_bytes(self.into_body(), usize::MAX)
+            .await
+            .expect("body")
+            .to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+impl IntoAnswer for Answer {
+    async fn answer(self) -> Answer {
+        self
+    }
+}
+
+/// The router of a service whose database is never reached (its pool
+/// connects lazily to a port nothing listens on), driven in-process: for
+/// behaviour decided before any query, such as routing, parsing and docs.
+pub struct InProcess {
+    router: axum::Router,
+}
+
+impl InProcess {
+    pub async fn new(extra: &[(&str, &str)]) -> Self {
+        let settings = test_settings("postgresql://orders@127.0.0.1:1/unreachable", extra);
+        let (router, _) = orders_service::startup::app(&settings)
+            .await
+            .expect("the router builds");
+        Self { router }
+    }
+
+    /// Sends `request` through the whole middleware stack.
+    pub async fn send(&self, request: axum::http::Request<axum::body::Body>) -> Answer {
+        use tower::ServiceExt;
+        self.router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router is infallible")
+            .answer()
+            .await
+    }
+
+    pub async fn call(&self, method: &str, uri: &str) -> Answer {
+        self.send(
+            request(method, uri)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// `body` sent as it is, with `content_type` when given.
+    pub async fn call_with(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: impl Into<axum::body::Body>,
+    ) -> Answer {
+        let mut builder = request(method, uri);
+        if let Some(content_type) = content_type {
+            builder = builder.header("content-type", content_type);
+        }
+        self.send(builder.body(body.into()).unwrap()).await
+    }
+}
+
+pub fn request(method: &str, uri: &str) -> axum::http::request::Builder {
+    axum::http::Request::builder().method(method).uri(uri)
+}
+
 /// Asserts a `{"detail": "..."}` error with this status, returning the text.
-pub async fn assert_detail(response: Response, status: u16) -> String {
-    assert_eq!(response.status(), status);
+pub async fn assert_detail(response: impl IntoAnswer, status: u16) -> String {
+    let response = response.answer().await;
+    assert_eq!(response.status, status, "{}", response.text());
     assert_eq!(
-        response.headers()["content-type"],
+        response.header("content-type"),
         "application/json",
         "error bodies are JSON"
     );
-    let body: Value = response.json().await.unwrap();
+    let body = response.json();
     let detail = body["detail"]
         .as_str()
         .unwrap_or_else(|| panic!("detail is a string: {body}"));
@@ -370,9 +498,10 @@ pub async fn assert_detail(response: Response, status: u16) -> String {
 }
 
 /// Asserts a 422 validation error and returns its (loc, type) pairs.
-pub async fn assert_validation(response: Response) -> Vec<(Value, String)> {
-    assert_eq!(response.status(), 422);
-    let body: Value = response.json().await.unwrap();
+pub async fn assert_validation(response: impl IntoAnswer) -> Vec<(Value, String)> {
+    let response = response.answer().await;
+    assert_eq!(response.status, 422, "{}", response.text());
+    let body = response.json();
     let errors = body["detail"]
         .as_array()
         .unwrap_or_else(|| panic!("detail is a list: {body}"));

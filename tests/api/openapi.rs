@@ -1,7 +1,3 @@
-use serde_json::Value;
-
-use crate::helpers::{Backend, spawn_app};
-
 const REGENERATE: &str = "UPDATE_OAS=1 cargo test --test api oas_yaml";
 
 #[test]
@@ -46,26 +42,3 @@ fn every_operation_documents_its_errors_with_the_error_schema() {
     }
     assert_eq!(operations, 7);
 }
-
-async fn the_document_and_swagger_ui_are_served(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let served: Value = app.get("/openapi/orders.json").await.json().await.unwrap();
-    let generated = serde_json::to_value(orders_service::http::docs::openapi()).unwrap();
-    assert_eq!(served, generated);
-
-    let redirect = app.get("/docs/orders").await;
-    assert_eq!(redirect.status(), 303);
-    assert_eq!(redirect.headers()["location"], "/docs/orders/");
-    let page = app.get("/docs/orders/").await;
-    assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("swagger-ui"));
-    let init = app
-        .get("/docs/orders/swagger-initializer.js")
-        .await
-        .text()
-        .await
-        .unwrap();
-    assert!(init.contains("/openapi/orders.json"), "{init}");
-}
-
-both_backends!(the_document_and_swagger_ui_are_served);
