@@ -1,6 +1,7 @@
 //! Storage of orders. One API over both backends; each backend module holds
 //! only what differs (column types and binds), the SQL text is shared.
 
+pub mod codec;
 mod postgres;
 mod rows;
 mod sql;
