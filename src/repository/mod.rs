@@ -80,6 +80,14 @@ pub struct Completion {
     pub keep_until: Option<OffsetDateTime>,
 }
 
+impl crate::db::WorkError for RepositoryError {
+    /// A refusal, or a stored value refused, follows a complete answer; the
+    /// database's own errors may leave the conversation broken off.
+    fn leaves_connection_clean(&self) -> bool {
+        !matches!(self, Self::Unavailable(_) | Self::Database(_))
+    }
+}
+
 impl From<sqlx::Error> for RepositoryError {
     fn from(err: sqlx::Error) -> Self {
         match err {
