@@ -145,9 +145,7 @@ impl PgPool {
         .await
     }
 
-    /// A connection for one unit of work: call
-    /// [`settle`](PgConnectionGuard::settle) when it succeeded.
-    pub async fn acquire(&self) -> Result<PgConnectionGuard, sqlx::Error> {
+    async fn acquire(&self) -> Result<PgConnectionGuard, sqlx::Error> {
         // One budget for waiting for a free connection and for connecting
         // (deadpool would time each step on its own), so that an outage
         // fails fast; `get` may be cancelled at any point.
@@ -196,7 +194,7 @@ impl PgPool {
 }
 
 /// A connection on loan from the pool.
-pub struct PgConnectionGuard {
+struct PgConnectionGuard {
     /// `None` only once dropped.
     object: Option<Object<Manager>>,
     settled: bool,
@@ -206,7 +204,7 @@ impl PgConnectionGuard {
     /// Declares the work done and the connection clean: it goes back to the
     /// pool. Without it (an error, a cancelled future) the connection is
     /// closed when the guard drops.
-    pub fn settle(mut self) {
+    fn settle(mut self) {
         self.settled = true;
     }
 }
