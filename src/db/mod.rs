@@ -6,7 +6,7 @@
 pub mod migrations;
 mod pg_pool;
 
-pub use pg_pool::{PgConnectionGuard, PgPool};
+pub use pg_pool::{PgPool, WorkError, end_transaction};
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -6,18 +6,53 @@
 //! below what PostgreSQL serves. The ping is there because a statement cut
 //! off half-way (its request timed out, or its client hung up) can leave the
 //! connection mid-protocol, and a transaction dropped without commit leaves
-//! it inside that transaction, holding its locks. Here a connection says so
-//! itself: it goes back to the pool only when the code using it saw its work
-//! through ([`PgConnectionGuard::settle`]); any other one (an error, a
-//! cancelled future) is closed on the spot, which makes PostgreSQL roll back
-//! at once, and the pool connects anew when it needs to.
+//! it inside that transaction, holding its locks. Here connections are only
+//! lent to a unit of work ([`PgPool::run`], [`PgPool::transaction`]): one
+//! goes back to the pool only when that work saw it through; any other one
+//! (an error from the database, a cancelled future) is closed on the spot,
+//! which makes PostgreSQL roll back at once, and the pool connects anew
+//! when it needs to.
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, Object, PoolError, QueueMode, RecycleError, RecycleResult};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, Database, Transaction};
+
+/// The error of a unit of work, which tells whether the connection came
+/// through it clean (a refusal decided on a complete answer) or must be
+/// closed (the database failed or the conversation broke off).
+pub trait WorkError: From<sqlx::Error> {
+    fn leaves_connection_clean(&self) -> bool;
+}
+
+impl WorkError for sqlx::Error {
+    fn leaves_connection_clean(&self) -> bool {
+        false
+    }
+}
+
+/// Commits `tx` when its work succeeded and rolls it back, awaited, after a
+/// clean error. After any other error it is only dropped: [`PgPool::run`]
+/// then closes the connection, and SQLite's worker thread runs at once the
+/// ROLLBACK that sqlx queues.
+pub async fn end_transaction<T, E: WorkError, DB: Database>(
+    tx: Transaction<'_, DB>,
+    outcome: Result<T, E>,
+) -> Result<T, E> {
+    match outcome {
+        Ok(done) => {
+            tx.commit().await?;
+            Ok(done)
+        }
+        Err(err) if err.leaves_connection_clean() => {
+            tx.rollback().await?;
+            Err(err)
+        }
+        Err(err) => Err(err),
+    }
+}
 
 /// Connections older than this are replaced, so that the service follows
 /// PostgreSQL fail-overs and picks up server-side settings in time.
@@ -74,9 +109,43 @@ impl PgPool {
         }
     }
 
-    /// A connection for one unit of work: call
-    /// [`settle`](PgConnectionGuard::settle) when it succeeded.
-    pub async fn acquire(&self) -> Result<PgConnectionGuard, sqlx::Error> {
+    /// Runs `work` on a connection of the pool. The connection goes back to
+    /// the pool when the work ends in `Ok` or in a clean error; otherwise,
+    /// or when the future is dropped before the end, it is closed.
+    pub async fn run<T, E: WorkError>(
+        &self,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = self.acquire().await?;
+        let outcome = work(&mut *conn).await;
+        if outcome
+            .as_ref()
+            .err()
+            .is_none_or(E::leaves_connection_clean)
+        {
+            conn.settle();
+        }
+        outcome
+    }
+
+    /// Runs `work` in a transaction committed when it returns `Ok`. A clean
+    /// error rolls it back, and the connection is reused only once the
+    /// rollback is done: sqlx on its own would merely queue the ROLLBACK for
+    /// the next use, keeping the locks meanwhile. Any other ending closes
+    /// the connection, which rolls back at once.
+    pub async fn transaction<T, E: WorkError>(
+        &self,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(async |conn| {
+            let mut tx = conn.begin().await?;
+            let outcome = work(&mut *tx).await;
+            end_transaction(tx, outcome).await
+        })
+        .await
+    }
+
+    async fn acquire(&self) -> Result<PgConnectionGuard, sqlx::Error> {
         // One budget for waiting for a free connection and for connecting
         // (deadpool would time each step on its own), so that an outage
         // fails fast; `get` may be cancelled at any point.
@@ -125,7 +194,7 @@ impl PgPool {
 }
 
 /// A connection on loan from the pool.
-pub struct PgConnectionGuard {
+struct PgConnectionGuard {
     /// `None` only once dropped.
     object: Option<Object<Manager>>,
     settled: bool,
@@ -135,7 +204,7 @@ impl PgConnectionGuard {
     /// Declares the work done and the connection clean: it goes back to the
     /// pool. Without it (an error, a cancelled future) the connection is
     /// closed when the guard drops.
-    pub fn settle(mut self) {
+    fn settle(mut self) {
         self.settled = true;
     }
 }

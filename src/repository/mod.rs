@@ -1,6 +1,9 @@
-//! Storage of orders. One API over both backends; each backend module holds
-//! only what differs (column types and binds), the SQL text is shared.
+//! Storage of orders. One API over both backends, each operation written
+//! once (see `on_backend!`) with the same SQL text: the codecs bind and
+//! decode the values the backends store differently, and each backend module
+//! holds only how it writes an order's items.
 
+pub mod codec;
 mod postgres;
 mod rows;
 mod sql;
@@ -9,8 +12,11 @@ mod sqlite;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::db::Database;
-use crate::domain::{NewOrder, Order, OrderId, OrderStatus};
+use self::codec::{Id, Time};
+use self::rows::{ItemRow, KeyRow, LifecycleRow};
+use crate::db::{Database, WorkError};
+use crate::domain::order::now_micros;
+use crate::domain::{NewOrder, Order, OrderId, OrderItems, OrderStatus};
 
 /// Which orders a list returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +83,14 @@ pub struct Completion {
     pub payment_id: Option<Uuid>,
     pub schedule_id: Option<Uuid>,
     pub keep_until: Option<OffsetDateTime>,
+}
+
+impl WorkError for RepositoryError {
+    /// A refusal, or a stored value refused, follows a complete answer; the
+    /// database's own errors may leave the conversation broken off.
+    fn leaves_connection_clean(&self) -> bool {
+        !matches!(self, Self::Unavailable(_) | Self::Database(_))
+    }
 }
 
 impl From<sqlx::Error> for RepositoryError {
@@ -165,6 +179,68 @@ pub struct IdempotencyKey<'a> {
 
 pub type Result<T, E = RepositoryError> = std::result::Result<T, E>;
 
+/// What the backends write differently: PostgreSQL sends an order's items
+/// as arrays in one statement, SQLite inserts them one by one.
+trait WriteOrder {
+    async fn insert_order(&mut self, owner: &str, order: &NewOrder) -> Result<Order>;
+    async fn insert_items(&mut self, id: OrderId, items: &OrderItems) -> Result<()>;
+}
+
+/// A `created` order with a fresh id and creation time.
+fn new_order(order: &NewOrder) -> Order {
+    Order {
+        id: Uuid::now_v7(),
+        created: now_micros(),
+        status: OrderStatus::Created,
+        items: order.items.clone(),
+    }
+}
+
+/// `pool.$unit(async |$conn| $body)`, `$unit` being `run` or `transaction`,
+/// on whichever pool `$db` holds. The closure is compiled once per backend,
+/// so one text of an operation binds and decodes each backend's own types.
+macro_rules! on_backend {
+    ($db:expr, $unit:ident, async |$conn:ident| $body:expr) => {
+        match $db {
+            Database::Postgres(pool) => pool.$unit(async |$conn| $body).await,
+            Database::Sqlite(pool) => sqlite::Pool(pool).$unit(async |$conn| $body).await,
+        }
+    };
+}
+
+/// `$sql` with these binds, on a connection of its own: the rows it changed.
+macro_rules! execute {
+    ($db:expr, $sql:expr; $($bind:expr),* $(,)?) => {
+        on_backend!($db, run, async |conn| {
+            Ok(sqlx::query($sql)$(.bind($bind))*.execute(conn).await?.rows_affected())
+        })
+    };
+}
+
+/// `$sql` with these binds, on a connection of its own, its rows read by
+/// `$fetch` (`fetch_all`, `fetch_optional`, ...).
+macro_rules! fetch {
+    ($db:expr, $fetch:ident, $sql:expr; $($bind:expr),* $(,)?) => {
+        on_backend!($db, run, async |conn| {
+            Ok(sqlx::query_as($sql)$(.bind($bind))*.$fetch(conn).await?)
+        })
+    };
+}
+
+/// Why a conditional change of order `$id` touched no row, asked on `$conn`.
+macro_rules! refusal {
+    ($conn:expr, $owner:expr, $id:expr) => {
+        rows::refusal(
+            sqlx::query_as(sql::STATUS)
+                .bind(Id($id))
+                .bind($owner)
+                .bind(Time(now_micros()))
+                .fetch_optional($conn)
+                .await?,
+        )
+    };
+}
+
 /// The orders table and its items, on either backend.
 #[derive(Debug, Clone)]
 pub struct OrdersRepository {
@@ -181,24 +257,38 @@ impl OrdersRepository {
     }
 
     pub async fn create(&self, owner: &str, order: &NewOrder) -> Result<Order> {
+        // PostgreSQL writes the order and its items in one statement, atomic
+        // on its own; SQLite's several need a transaction.
         match &self.db {
-            Database::Postgres(pool) => postgres::create(pool, owner, order).await,
-            Database::Sqlite(pool) => sqlite::create(pool, owner, order).await,
+            Database::Postgres(pool) => {
+                pool.run(async |conn| conn.insert_order(owner, order).await)
+                    .await
+            }
+            Database::Sqlite(pool) => {
+                sqlite::Pool(pool)
+                    .transaction(async |tx| tx.insert_order(owner, order).await)
+                    .await
+            }
         }
     }
 
     pub async fn get(&self, owner: &str, id: OrderId) -> Result<Order> {
-        match &self.db {
-            Database::Postgres(pool) => postgres::get(pool, owner, id).await,
-            Database::Sqlite(pool) => sqlite::get(pool, owner, id).await,
-        }
+        let rows: Vec<ItemRow> = fetch!(&self.db, fetch_all, sql::GET; Id(id), owner)?;
+        rows::assemble(rows)?.pop().ok_or(RepositoryError::NotFound)
     }
 
     pub async fn list(&self, owner: &str, page: PageRequest) -> Result<Page> {
-        let mut orders = match &self.db {
-            Database::Postgres(pool) => postgres::list(pool, owner, page).await?,
-            Database::Sqlite(pool) => sqlite::list(pool, owner, page).await?,
-        };
+        let rows: Vec<ItemRow> = on_backend!(&self.db, run, async |conn| {
+            let query = sqlx::query_as(sql::list(page.filter, page.after.is_some()))
+                .bind(owner)
+                .bind(i64::from(page.limit) + 1);
+            let query = match page.after {
+                Some(Cursor { created, id }) => query.bind(Time(created)).bind(Id(id)),
+                None => query,
+            };
+            Ok(query.fetch_all(conn).await?)
+        })?;
+        let mut orders = rows::assemble(rows)?;
         // One row more than asked tells whether another page exists.
         let next = if orders.len() > page.limit as usize {
             orders.truncate(page.limit as usize);
@@ -214,18 +304,49 @@ impl OrdersRepository {
 
     /// Replaces the items of a `created` order.
     pub async fn replace(&self, owner: &str, id: OrderId, order: &NewOrder) -> Result<Order> {
-        match &self.db {
-            Database::Postgres(pool) => postgres::replace(pool, owner, id, order).await,
-            Database::Sqlite(pool) => sqlite::replace(pool, owner, id, order).await,
-        }
+        // The first statement writes, so the transaction takes SQLite's write
+        // lock at once instead of upgrading a read lock (which can deadlock);
+        // on PostgreSQL it locks the order's row.
+        let Time(created) = on_backend!(&self.db, transaction, async |tx| {
+            let created: Option<Time> = sqlx::query_scalar(sql::TOUCH_CREATED)
+                .bind(Id(id))
+                .bind(owner)
+                .bind(Time(now_micros()))
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(created) = created else {
+                return Err(refusal!(&mut *tx, owner, id));
+            };
+            sqlx::query(sql::DELETE_ITEMS)
+                .bind(Id(id))
+                .execute(&mut *tx)
+                .await?;
+            tx.insert_items(id, &order.items).await?;
+            Ok(created)
+        })?;
+        Ok(Order {
+            id,
+            created,
+            status: OrderStatus::Created,
+            items: order.items.clone(),
+        })
     }
 
     /// Deletes an order unless it is paid for and not yet finished.
     pub async fn delete(&self, owner: &str, id: OrderId) -> Result<()> {
-        match &self.db {
-            Database::Postgres(pool) => postgres::delete(pool, owner, id).await,
-            Database::Sqlite(pool) => sqlite::delete(pool, owner, id).await,
-        }
+        on_backend!(&self.db, run, async |conn| {
+            let deleted = sqlx::query(sql::DELETE_ORDER)
+                .bind(Id(id))
+                .bind(owner)
+                .bind(Time(now_micros()))
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(refusal!(&mut *conn, owner, id));
+            }
+            Ok(())
+        })
     }
 
     /// Creates an order under an idempotency key, or tells what the key
@@ -239,22 +360,33 @@ impl OrdersRepository {
         // A second round only when the key was purged between the failed
         // insert and the look-up: then it is free again.
         for _ in 0..2 {
-            let created = match &self.db {
-                Database::Postgres(pool) => {
-                    postgres::insert_with_key(pool, owner, order, key).await?
-                }
-                Database::Sqlite(pool) => sqlite::insert_with_key(pool, owner, order, key).await?,
-            };
-            if let Some(order) = created {
-                return Ok(KeyedCreate::Created(order));
+            let inserted = on_backend!(&self.db, transaction, async |tx| {
+                let created = tx.insert_order(owner, order).await?;
+                // A concurrent request with the same key waits here for ours
+                // to commit, then finds the key taken.
+                let owned = sqlx::query(sql::UPSERT_KEY)
+                    .bind(owner)
+                    .bind(key.key)
+                    .bind(key.request)
+                    .bind(Id(created.id))
+                    .bind(Time(key.expires_at))
+                    .bind(Time(now_micros()))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                // A live key of that name exists: `Busy` is the refusal that
+                // rolls this order back; the look-up tells what the key means.
+                owned.map(|_| created).ok_or(RepositoryError::Busy)
+            });
+            match inserted {
+                Ok(order) => return Ok(KeyedCreate::Created(order)),
+                Err(RepositoryError::Busy) => {}
+                Err(err) => return Err(err),
             }
-            let previous = match &self.db {
-                Database::Postgres(pool) => postgres::lookup_key(pool, owner, key.key).await?,
-                Database::Sqlite(pool) => sqlite::lookup_key(pool, owner, key.key).await?,
-            };
+            let previous: Option<KeyRow> =
+                fetch!(&self.db, fetch_optional, sql::LOOKUP_KEY; owner, key.key)?;
             match previous {
-                Some((request, id)) if request == key.request => {
-                    return Ok(KeyedCreate::Replayed(id));
+                Some(row) if row.request == key.request => {
+                    return Ok(KeyedCreate::Replayed(row.order_id.0));
                 }
                 Some(_) => return Ok(KeyedCreate::KeyReused),
                 None => continue,
@@ -265,17 +397,18 @@ impl OrdersRepository {
 
     /// Deletes idempotency keys that expired before `now`.
     pub async fn purge_expired_keys(&self, now: OffsetDateTime) -> Result<u64> {
-        match &self.db {
-            Database::Postgres(pool) => postgres::purge_expired_keys(pool, now).await,
-            Database::Sqlite(pool) => sqlite::purge_expired_keys(pool, now).await,
-        }
+        execute!(&self.db, sql::PURGE_KEYS; Time(now))
     }
 
     pub async fn lifecycle_state(&self, owner: &str, id: OrderId) -> Result<LifecycleState> {
-        match &self.db {
-            Database::Postgres(pool) => postgres::lifecycle_state(pool, owner, id).await,
-            Database::Sqlite(pool) => sqlite::lifecycle_state(pool, owner, id).await,
-        }
+        let row: Option<LifecycleRow> =
+            fetch!(&self.db, fetch_optional, sql::LIFECYCLE_STATE; Id(id), owner)?;
+        let row = row.ok_or(RepositoryError::NotFound)?;
+        Ok(LifecycleState {
+            status: rows::status(&row.status)?,
+            claimed_until: row.claimed_until.map(|Time(at)| at),
+            schedule_id: row.schedule_id.map(|Id(id)| id),
+        })
     }
 
     /// Takes the lease on an order in `status`; `None` when the order is
@@ -287,14 +420,10 @@ impl OrdersRepository {
         status: OrderStatus,
         until: OffsetDateTime,
     ) -> Result<Option<Lease>> {
-        let now = crate::domain::order::now_micros();
-        let claimed = match &self.db {
-            Database::Postgres(pool) => {
-                postgres::claim(pool, owner, id, status, until, now).await?
-            }
-            Database::Sqlite(pool) => sqlite::claim(pool, owner, id, status, until, now).await?,
-        };
-        Ok(claimed.then_some(Lease {
+        let now = Time(now_micros());
+        let claimed =
+            execute!(&self.db, sql::CLAIM; Id(id), owner, status.as_str(), Time(until), now)?;
+        Ok((claimed == 1).then_some(Lease {
             order_id: id,
             until,
         }))
@@ -302,35 +431,48 @@ impl OrdersRepository {
 
     /// Gives a lease back after a failed upstream call.
     pub async fn release(&self, lease: Lease) -> Result<()> {
-        match &self.db {
-            Database::Postgres(pool) => postgres::release(pool, lease).await,
-            Database::Sqlite(pool) => sqlite::release(pool, lease).await,
-        }
+        execute!(&self.db, sql::RELEASE; Id(lease.order_id), Time(lease.until))?;
+        Ok(())
     }
 
     /// Records the outcome of an upstream call. `false` when the lease was
     /// lost meanwhile (nothing is written then).
     pub async fn complete(&self, step: Completion) -> Result<bool> {
-        match &self.db {
-            Database::Postgres(pool) => postgres::complete(pool, step).await,
-            Database::Sqlite(pool) => sqlite::complete(pool, step).await,
-        }
+        let done = execute!(&self.db, sql::COMPLETE;
+            Id(step.lease.order_id), step.from.as_str(), step.to.as_str(), Time(now_micros()),
+            step.payment_id.map(Id), step.schedule_id.map(Id),
+            Time(step.lease.until), step.keep_until.map(Time),
+        )?;
+        Ok(done == 1)
     }
 
     /// Cancels a `created` or `paid` order unless a payment is under way.
     pub async fn cancel_unclaimed(&self, owner: &str, id: OrderId) -> Result<bool> {
-        let now = crate::domain::order::now_micros();
-        match &self.db {
-            Database::Postgres(pool) => postgres::cancel_unclaimed(pool, owner, id, now).await,
-            Database::Sqlite(pool) => sqlite::cancel_unclaimed(pool, owner, id, now).await,
-        }
+        let now = Time(now_micros());
+        let cancelled = execute!(&self.db, sql::CANCEL_UNCLAIMED; Id(id), owner, now)?;
+        Ok(cancelled == 1)
     }
 
     /// The highest applied migration, or `None` before the first one.
     pub async fn schema_version(&self) -> Result<Option<i64>> {
-        match &self.db {
-            Database::Postgres(pool) => postgres::schema_version(pool).await,
-            Database::Sqlite(pool) => sqlite::schema_version(pool).await,
-        }
+        let version = on_backend!(&self.db, run, async |conn| {
+            match sqlx::query_scalar::<_, Option<i32>>(sql::SCHEMA_VERSION)
+                .fetch_one(conn)
+                .await
+            {
+                Ok(version) => Ok(version),
+                // No migration has run yet (PostgreSQL's undefined_table;
+                // SQLite has only a generic code for it); the connection is
+                // fine (readiness asks every few seconds until the Job has run).
+                Err(sqlx::Error::Database(err))
+                    if err.code().as_deref() == Some("42P01")
+                        || err.message().contains("no such table") =>
+                {
+                    Ok(None)
+                }
+                Err(err) => Err(err.into()),
+            }
+        })?;
+        Ok(version.map(i64::from))
     }
 }

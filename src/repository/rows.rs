@@ -1,20 +1,52 @@
-//! Turning joined (order, item) rows back into orders.
+//! The shapes of the rows the queries return, decoded by column name on
+//! either backend, and turning them into domain values.
 
+use sqlx::{ColumnIndex, Decode, FromRow, Row, Type};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::RepositoryError;
+use super::codec::{Id, Time};
 use crate::domain::{Order, OrderItem, OrderItems, OrderStatus, Product, Quantity, Size};
 
-/// One row of an order joined with one of its items, as both backends read it.
-pub struct ItemRow {
-    pub id: Uuid,
-    pub created: OffsetDateTime,
-    pub status: String,
-    pub product: String,
-    pub size: String,
-    pub quantity: i64,
+/// A struct whose fields are read from the columns of the same names, with
+/// a `FromRow` for the rows of any backend that decodes those field types.
+macro_rules! row {
+    ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        pub struct $name {
+            $(pub $field: $ty),*
+        }
+
+        impl<'r, R: Row> FromRow<'r, R> for $name
+        where
+            &'r str: ColumnIndex<R>,
+            $($ty: Decode<'r, R::Database> + Type<R::Database>,)*
+        {
+            fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+                Ok(Self {
+                    $($field: row.try_get(stringify!($field))?),*
+                })
+            }
+        }
+    };
 }
+
+row!(
+    /// One row of an order joined with one of its items.
+    ItemRow { id: Id, created: Time, status: String, product: String, size: String, quantity: i32 }
+);
+
+row!(LifecycleRow {
+    status: String,
+    claimed_until: Option<Time>,
+    schedule_id: Option<Id>,
+});
+
+row!(
+    /// What an idempotency key stands for: the canonical request and its order.
+    KeyRow { request: String, order_id: Id }
+);
 
 /// Groups consecutive rows of the same order, keeping row order (the queries
 /// sort by order, then item position).
@@ -27,11 +59,8 @@ pub fn assemble(rows: Vec<ItemRow>) -> Result<Vec<Order>, RepositoryError> {
             quantity: Quantity::parse(i128::from(row.quantity)).map_err(corrupt)?,
         };
         match orders.last_mut() {
-            Some((id, _, _, items)) if *id == row.id => items.push(item),
-            _ => {
-                let status = row.status.parse::<OrderStatus>().map_err(corrupt)?;
-                orders.push((row.id, row.created, status, vec![item]));
-            }
+            Some((id, _, _, items)) if *id == row.id.0 => items.push(item),
+            _ => orders.push((row.id.0, row.created.0, status(&row.status)?, vec![item])),
         }
     }
     orders
@@ -47,28 +76,25 @@ pub fn assemble(rows: Vec<ItemRow>) -> Result<Vec<Order>, RepositoryError> {
         .collect()
 }
 
+pub fn status(stored: &str) -> Result<OrderStatus, RepositoryError> {
+    stored.parse().map_err(corrupt)
+}
+
 fn corrupt(err: impl std::fmt::Display) -> RepositoryError {
     RepositoryError::Corrupt(err.to_string())
 }
 
-/// An order must exist after the statement that wrote it; an empty result
-/// here means it was deleted concurrently.
-pub fn single(rows: Vec<ItemRow>) -> Result<Order, RepositoryError> {
-    assemble(rows)?
-        .into_iter()
-        .next()
-        .ok_or(RepositoryError::NotFound)
-}
-
 /// Why a conditional change touched no row: the order is missing, a
-/// payment of it is under way, or its status forbids the change.
+/// payment of it is under way, or its status forbids the change. The row is
+/// `sql::STATUS`'s, read by position: its second column is an expression,
+/// whose name differs between the backends.
 pub fn refusal(state: Option<(String, Option<bool>)>) -> RepositoryError {
-    let Some((status, leased)) = state else {
+    let Some((stored, leased)) = state else {
         return RepositoryError::NotFound;
     };
-    match status.parse::<OrderStatus>() {
+    match status(&stored) {
         Ok(_) if leased == Some(true) => RepositoryError::Busy,
         Ok(current) => RepositoryError::Conflict { current },
-        Err(err) => corrupt(err),
+        Err(err) => err,
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use orders_service::config::{DatabaseUrl, LogFormat, LogSettings, Settings};
 use orders_service::db::migrations;
 use orders_service::domain::OrderStatus;
+use orders_service::repository::codec::{Id, Time};
 use orders_service::startup::Application;
 use reqwest::Response;
 use secrecy::ExposeSecret;
@@ -264,27 +265,22 @@ impl TestApp {
         let schedule = (status == OrderStatus::Progress).then(Uuid::new_v4);
         const SQL: &str =
             "UPDATE orders SET status = $1, schedule_id = COALESCE($3, schedule_id) WHERE id = $2";
+        // The same statement on either backend; the codecs store the values
+        // as the service does.
+        macro_rules! update {
+            ($connection:ty, $url:expr) => {{
+                sqlx::query(SQL)
+                    .bind(status.as_str())
+                    .bind(Id(id))
+                    .bind(schedule.map(Id))
+                    .execute(&mut <$connection>::connect(&$url).await.unwrap())
+                    .await
+                    .unwrap();
+            }};
+        }
         match DatabaseUrl::parse(&self.db.url).unwrap() {
-            DatabaseUrl::Postgres(url) => {
-                let mut conn = PgConnection::connect(url.expose_secret()).await.unwrap();
-                sqlx::query(SQL)
-                    .bind(status.as_str())
-                    .bind(id)
-                    .bind(schedule)
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-            }
-            DatabaseUrl::Sqlite(url) => {
-                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                sqlx::query(SQL)
-                    .bind(status.as_str())
-                    .bind(id.hyphenated())
-                    .bind(schedule.map(|s| s.hyphenated()))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-            }
+            DatabaseUrl::Postgres(url) => update!(PgConnection, url.expose_secret()),
+            DatabaseUrl::Sqlite(url) => update!(sqlx::SqliteConnection, url),
         }
     }
 
@@ -293,26 +289,20 @@ impl TestApp {
     pub async fn force_lease(&self, id: Uuid, seconds: i64) {
         let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds);
         const SQL: &str = "UPDATE orders SET claimed_until = $1 WHERE id = $2";
+        // As in `force_status`.
+        macro_rules! update {
+            ($connection:ty, $url:expr) => {{
+                sqlx::query(SQL)
+                    .bind(Time(until))
+                    .bind(Id(id))
+                    .execute(&mut <$connection>::connect(&$url).await.unwrap())
+                    .await
+                    .unwrap();
+            }};
+        }
         match DatabaseUrl::parse(&self.db.url).unwrap() {
-            DatabaseUrl::Postgres(url) => {
-                let mut conn = PgConnection::connect(url.expose_secret()).await.unwrap();
-                sqlx::query(SQL)
-                    .bind(until)
-                    .bind(id)
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-            }
-            DatabaseUrl::Sqlite(url) => {
-                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                let micros = (until.unix_timestamp_nanos() / 1_000) as i64;
-                sqlx::query(SQL)
-                    .bind(micros)
-                    .bind(id.hyphenated())
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-            }
+            DatabaseUrl::Postgres(url) => update!(PgConnection, url.expose_secret()),
+            DatabaseUrl::Sqlite(url) => update!(sqlx::SqliteConnection, url),
         }
     }
 
