@@ -92,12 +92,14 @@ const DB_ACQUIRE_TIMEOUT_MS: Variable = Variable {
 const REQUEST_TIMEOUT_MS: Variable = Variable {
     name: "REQUEST_TIMEOUT_MS",
     default: Fallback::Value("15000"),
-    meaning: "longest a request may run before answering 503",
+    meaning: "longest a request may run before answering 503; at least 3 × \
+              `UPSTREAM_TIMEOUT_MS` + `DB_ACQUIRE_TIMEOUT_MS`, the most a pay or cancel may need",
 };
 const SHUTDOWN_TIMEOUT_MS: Variable = Variable {
     name: "SHUTDOWN_TIMEOUT_MS",
     default: Fallback::Value("20000"),
-    meaning: "longest drain of requests in flight after SIGTERM",
+    meaning: "longest drain of requests in flight and background calls after SIGTERM; at \
+              least `REQUEST_TIMEOUT_MS`",
 };
 const MAX_BODY_BYTES: Variable = Variable {
     name: "MAX_BODY_BYTES",
@@ -111,8 +113,31 @@ const UPSTREAM_CONNECT_TIMEOUT_MS: Variable = Variable {
 };
 const UPSTREAM_TIMEOUT_MS: Variable = Variable {
     name: "UPSTREAM_TIMEOUT_MS",
-    default: Fallback::Value("5000"),
+    default: Fallback::Value("4000"),
     meaning: "whole-call timeout towards payments and kitchen (504 past it)",
+};
+const RECONCILE_INTERVAL_MS: Variable = Variable {
+    name: "RECONCILE_INTERVAL_MS",
+    default: Fallback::Value("5000"),
+    meaning: "how often each replica looks for unsettled charges, refunds owed and orders to \
+              follow with the kitchen",
+};
+const KITCHEN_POLL_MS: Variable = Variable {
+    name: "KITCHEN_POLL_MS",
+    default: Fallback::Value("30000"),
+    meaning: "least time between two status questions to the kitchen about one `progress` order",
+};
+const RECONCILE_BACKOFF_MAX_MS: Variable = Variable {
+    name: "RECONCILE_BACKOFF_MAX_MS",
+    default: Fallback::Value("300000"),
+    meaning: "longest wait before an unsettled item is tried again; the wait starts at \
+              `RECONCILE_INTERVAL_MS` and doubles after each failure",
+};
+const RECONCILE_ALERT_AFTER_MS: Variable = Variable {
+    name: "RECONCILE_ALERT_AFTER_MS",
+    default: Fallback::Value("900000"),
+    meaning: "age past which an unsettled charge, refund or kitchen step is logged at error \
+              level each time it is tried (it is never dropped)",
 };
 const CORS_ALLOWED_ORIGINS: Variable = Variable {
     name: "CORS_ALLOWED_ORIGINS",
@@ -173,6 +198,10 @@ pub const VARIABLES: &[Variable] = &[
     MAX_BODY_BYTES,
     UPSTREAM_CONNECT_TIMEOUT_MS,
     UPSTREAM_TIMEOUT_MS,
+    RECONCILE_INTERVAL_MS,
+    KITCHEN_POLL_MS,
+    RECONCILE_BACKOFF_MAX_MS,
+    RECONCILE_ALERT_AFTER_MS,
     CORS_ALLOWED_ORIGINS,
     IDEMPOTENCY_KEY_TTL_SECS,
     JWT_JWKS_URL,
@@ -210,7 +239,23 @@ pub struct Settings {
     pub auth: Option<AuthSettings>,
     pub logging: LogSettings,
     pub idempotency_key_ttl: Duration,
+    pub reconciler: ReconcilerSettings,
 }
+
+/// The background work that settles what requests left open.
+#[derive(Debug, Clone)]
+pub struct ReconcilerSettings {
+    pub interval: Duration,
+    pub kitchen_poll: Duration,
+    pub backoff_max: Duration,
+    pub alert_after: Duration,
+}
+
+/// The most calls to payments and kitchen one pay or cancel request makes
+/// (a cancel of a paid order may re-send its schedule, cancel it, and ask
+/// the kitchen's status); the request timeout must leave room for all of
+/// them, or a request would be answered "abandoned" while its work goes on.
+pub const MOST_UPSTREAM_CALLS_PER_REQUEST: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
@@ -369,7 +414,7 @@ impl Settings {
         I: IntoIterator<Item = (String, String)>,
     {
         let env = Environment(vars.into_iter().collect());
-        Ok(Settings {
+        Settings {
             database: DatabaseSettings::read(&env)?,
             server: ServerSettings::read(&env)?,
             upstreams: UpstreamSettings::read(&env)?,
@@ -379,6 +424,54 @@ impl Settings {
                 format: LogFormat::parse(env.text(&LOG_FORMAT)?)?,
             },
             idempotency_key_ttl: env.seconds(&IDEMPOTENCY_KEY_TTL_SECS, 1..=30 * 24 * 3_600)?,
+            reconciler: ReconcilerSettings::read(&env)?,
+        }
+        .checked()
+    }
+
+    /// A pay or cancel runs to completion even when its client hangs up,
+    /// so its answer must not come before its work is done: the request
+    /// timeout covers every upstream call it may make plus a wait for a
+    /// connection, and the drain after SIGTERM covers the request timeout.
+    fn checked(self) -> Result<Self, ConfigError> {
+        let longest = self.upstreams.timeout * MOST_UPSTREAM_CALLS_PER_REQUEST
+            + self.database.acquire_timeout;
+        if self.server.request_timeout < longest {
+            return Err(REQUEST_TIMEOUT_MS.invalid(format!(
+                "must be at least {} ms: {MOST_UPSTREAM_CALLS_PER_REQUEST} × {} plus {} \
+                 (a pay or cancel may make that many upstream calls)",
+                longest.as_millis(),
+                UPSTREAM_TIMEOUT_MS.name,
+                DB_ACQUIRE_TIMEOUT_MS.name,
+            )));
+        }
+        if self.server.shutdown_timeout < self.server.request_timeout {
+            return Err(SHUTDOWN_TIMEOUT_MS.invalid(format!(
+                "must be at least {} ({} ms), so that a pay in flight at SIGTERM is recorded",
+                REQUEST_TIMEOUT_MS.name,
+                self.server.request_timeout.as_millis()
+            )));
+        }
+        Ok(self)
+    }
+}
+
+impl ReconcilerSettings {
+    fn read(env: &Environment) -> Result<Self, ConfigError> {
+        let interval = env.millis(&RECONCILE_INTERVAL_MS, 10..=3_600_000)?;
+        let backoff_max = env.millis(&RECONCILE_BACKOFF_MAX_MS, 10..=86_400_000)?;
+        if backoff_max < interval {
+            return Err(RECONCILE_BACKOFF_MAX_MS.invalid(format!(
+                "must be at least {} ({} ms)",
+                RECONCILE_INTERVAL_MS.name,
+                interval.as_millis()
+            )));
+        }
+        Ok(Self {
+            interval,
+            kitchen_poll: env.millis(&KITCHEN_POLL_MS, 10..=86_400_000)?,
+            backoff_max,
+            alert_after: env.millis(&RECONCILE_ALERT_AFTER_MS, 1_000..=30 * 86_400_000)?,
         })
     }
 }
@@ -580,12 +673,36 @@ mod tests {
         assert!(settings.auth.is_none());
         assert_eq!(settings.logging.format, LogFormat::Json);
         assert!(settings.upstreams.payments_url.is_none());
-        assert_eq!(settings.upstreams.timeout, Duration::from_secs(5));
+        assert_eq!(settings.upstreams.timeout, Duration::from_secs(4));
+        assert_eq!(settings.reconciler.interval, Duration::from_secs(5));
+        assert_eq!(settings.reconciler.kitchen_poll, Duration::from_secs(30));
         assert_eq!(settings.idempotency_key_ttl, Duration::from_secs(86_400));
         let postgres = Settings::from_vars(vars(&[("DB_URL", "postgresql://db/orders")])).unwrap();
         assert_eq!(postgres.database.pool_max, 16);
         let set = Settings::from_vars(vars(&[("DB_POOL_MAX", "7")])).unwrap();
         assert_eq!(set.database.pool_max, 7);
+    }
+
+    #[test]
+    fn a_request_timeout_too_short_for_its_upstream_calls_stops_start_up() {
+        let err = Settings::from_vars(vars(&[("UPSTREAM_TIMEOUT_MS", "6000")])).unwrap_err();
+        assert_eq!(err.variable, "REQUEST_TIMEOUT_MS", "{err}");
+        assert!(err.to_string().contains("20000 ms"), "{err}");
+        let err = Settings::from_vars(vars(&[
+            ("REQUEST_TIMEOUT_MS", "30000"),
+            ("SHUTDOWN_TIMEOUT_MS", "20000"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.variable, "SHUTDOWN_TIMEOUT_MS", "{err}");
+        let fits = Settings::from_vars(vars(&[
+            ("UPSTREAM_TIMEOUT_MS", "6000"),
+            ("REQUEST_TIMEOUT_MS", "20000"),
+            ("SHUTDOWN_TIMEOUT_MS", "20000"),
+        ]))
+        .unwrap();
+        assert_eq!(fits.server.request_timeout, Duration::from_secs(20));
+        let err = Settings::from_vars(vars(&[("RECONCILE_BACKOFF_MAX_MS", "1000")])).unwrap_err();
+        assert_eq!(err.variable, "RECONCILE_BACKOFF_MAX_MS", "{err}");
     }
 
     #[test]

@@ -40,6 +40,19 @@ struct PoolLabels {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    /// `charge`, `refund` or `schedule` (orders paid, not yet accepted by
+    /// the kitchen).
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconciledLabels {
+    kind: String,
+    outcome: String,
+}
+
 type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -48,6 +61,9 @@ pub struct Metrics {
     latency: LatencyFamily,
     upstream: Family<UpstreamLabels, Counter>,
     pool: Family<PoolLabels, Gauge>,
+    open_items: Family<KindLabels, Gauge>,
+    oldest_open_item: Family<KindLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    reconciled: Family<ReconciledLabels, Counter>,
 }
 
 /// 0.5 ms to ~16 s: covers a cached read and a slow upstream call.
@@ -70,6 +86,26 @@ impl Metrics {
         let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
         let upstream = Family::<UpstreamLabels, Counter>::default();
         let pool = Family::<PoolLabels, Gauge>::default();
+        let open_items = Family::<KindLabels, Gauge>::default();
+        let oldest_open_item =
+            Family::<KindLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let reconciled = Family::<ReconciledLabels, Counter>::default();
+        registry.register(
+            "open_items",
+            "Money and work not settled yet: charges whose outcome is open, refunds owed, \
+             orders paid but not accepted by the kitchen",
+            open_items.clone(),
+        );
+        registry.register(
+            "oldest_open_item_age_seconds",
+            "Age of the oldest open item of each kind (0 when none)",
+            oldest_open_item.clone(),
+        );
+        registry.register(
+            "reconciled_items",
+            "Items the reconciler handled, by kind and outcome (retry: still open)",
+            reconciled.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests answered, by method, route template and status",
@@ -96,7 +132,31 @@ impl Metrics {
             latency,
             upstream,
             pool,
+            open_items,
+            oldest_open_item,
+            reconciled,
         }
+    }
+
+    /// What is still open of `kind`, as the reconciler last counted it.
+    pub fn backlog(&self, kind: &str, count: i64, oldest_secs: f64) {
+        let labels = KindLabels {
+            kind: kind.to_owned(),
+        };
+        self.open_items.get_or_create(&labels).set(count);
+        self.oldest_open_item
+            .get_or_create(&labels)
+            .set(oldest_secs);
+    }
+
+    /// `outcome` of one reconciler item of `kind`.
+    pub fn reconciled(&self, kind: &str, outcome: &str) {
+        self.reconciled
+            .get_or_create(&ReconciledLabels {
+                kind: kind.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// `method` and `route` must come from bounded sets (standard method
@@ -118,8 +178,8 @@ impl Metrics {
             .inc();
     }
 
-    /// `outcome`: `ok`, `declined`, `pending`, `unreachable`, `unavailable`,
-    /// `timeout` or `bad_response`.
+    /// `outcome`: `ok`, `declined`, `pending`, `refused`, `unreachable`,
+    /// `unavailable`, `timeout`, `lost` or `bad_response`.
     pub fn upstream_call(&self, service: &str, outcome: &str) {
         self.upstream
             .get_or_create(&UpstreamLabels {

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, KeyStore};
 use crate::config::{self, AuthSettings, CorsOrigins, DatabaseUrl, KeySource, Settings};
 use crate::db::{Database, migrations};
 use crate::http::{self, AppState, HttpSettings};
-use crate::lifecycle::OrderLifecycle;
+use crate::lifecycle::{OrderLifecycle, Timing, reconciler};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::repository::OrdersRepository;
@@ -103,18 +105,38 @@ impl Application {
         };
         let purge = tokio::spawn(purge_expired_keys(self.state.repo.clone()));
         let reap = tokio::spawn(close_idle_connections(self.state.repo.database().clone()));
+        let tasks = self.state.tasks.clone();
+        let stop_reconciling = CancellationToken::new();
+        tasks.spawn(reconciler::run(
+            self.state.lifecycle.clone(),
+            self.settings.reconciler.interval,
+            stop_reconciling.clone(),
+        ));
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        // One deadline, from SIGTERM on, for the requests in flight and then
+        // the background work: pays whose clients hung up, the reconciler's
+        // call in hand.
         let deadline = self.settings.server.shutdown_timeout;
+        let drain_timer = async {
+            drain_started.notified().await;
+            tokio::time::sleep(deadline).await;
+        };
+        tokio::pin!(drain_timer);
         let outcome = tokio::select! {
             served = server.into_future() => served,
-            () = async {
-                drain_started.notified().await;
-                tokio::time::sleep(deadline).await;
-            } => {
+            () = &mut drain_timer => {
                 tracing::warn!(?deadline, "drain timed out; abandoning requests still in flight");
                 Ok(())
             }
         };
+        stop_reconciling.cancel();
+        tasks.close();
+        tokio::select! {
+            () = tasks.wait() => {}
+            () = &mut drain_timer => {
+                tracing::error!(?deadline, "drain timed out; abandoning background work in flight");
+            }
+        }
         purge.abort();
         reap.abort();
         self.state.repo.database().close().await;
@@ -154,9 +176,10 @@ pub async fn app(settings: &Settings) -> Result<(Router, AppState), StartupError
             repo.clone(),
             payments,
             kitchen,
-            upstreams.timeout,
+            timing(settings),
             metrics.clone(),
         )),
+        tasks: TaskTracker::new(),
         metrics,
         authenticator,
         readiness: Arc::new(Readiness::new(migrations::expected_version())),
@@ -177,6 +200,23 @@ pub async fn app(settings: &Settings) -> Result<(Router, AppState), StartupError
     );
     Ok((router, state))
 }
+
+/// Leases outlast the most calls one holder makes, each at its timeout,
+/// plus a wait for a connection and a margin for the database work between.
+fn timing(settings: &Settings) -> Timing {
+    let reconciler = &settings.reconciler;
+    Timing {
+        lease: settings.upstreams.timeout * config::MOST_UPSTREAM_CALLS_PER_REQUEST
+            + settings.database.acquire_timeout
+            + LEASE_MARGIN,
+        retry: reconciler.interval,
+        backoff_max: reconciler.backoff_max,
+        kitchen_poll: reconciler.kitchen_poll,
+        alert_after: reconciler.alert_after,
+    }
+}
+
+const LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The token checker `AUTH_ON` asks for.
 async fn authenticator(

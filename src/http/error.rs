@@ -121,7 +121,10 @@ pub enum ApiError {
 fn storage_status(err: &RepositoryError) -> StatusCode {
     match err {
         RepositoryError::NotFound => StatusCode::NOT_FOUND,
-        RepositoryError::Conflict { .. } | RepositoryError::Busy => StatusCode::CONFLICT,
+        RepositoryError::Conflict { .. }
+        | RepositoryError::Busy
+        | RepositoryError::LeaseLost
+        | RepositoryError::PaymentUnsettled => StatusCode::CONFLICT,
         RepositoryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         RepositoryError::Database(_) | RepositoryError::Corrupt(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -136,9 +139,10 @@ fn storage_detail(err: &RepositoryError) -> String {
             "the order is {} and cannot be changed this way",
             current.as_str()
         ),
-        RepositoryError::Busy => {
+        RepositoryError::Busy | RepositoryError::LeaseLost => {
             "a payment or cancellation of this order is under way; retry shortly".into()
         }
+        RepositoryError::PaymentUnsettled => unsettled_detail().into(),
         RepositoryError::Unavailable(_) => {
             "the service is temporarily unable to reach its database; retry shortly".into()
         }
@@ -147,6 +151,11 @@ fn storage_detail(err: &RepositoryError) -> String {
 }
 
 const INTERNAL_SERVER_ERROR: &str = "internal server error";
+
+fn unsettled_detail() -> &'static str {
+    "the outcome of a payment of this order is not known yet (its answer was lost); it is \
+     being settled, retry shortly"
+}
 
 /// The variable that configures a service, for a message that says what to set.
 fn setting_of(service: Service) -> &'static str {
@@ -158,19 +167,20 @@ fn setting_of(service: Service) -> &'static str {
 
 fn upstream_status(error: &UpstreamError) -> StatusCode {
     match error {
-        UpstreamError::Unreachable(_) | UpstreamError::Unavailable => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        UpstreamError::NotSent(_) | UpstreamError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        UpstreamError::BadResponse(_) => StatusCode::BAD_GATEWAY,
+        UpstreamError::Lost(_) | UpstreamError::BadResponse(_) => StatusCode::BAD_GATEWAY,
     }
 }
 
 fn upstream_detail(service: Service, error: &UpstreamError) -> String {
     let name = service.name();
     match error {
-        UpstreamError::Unreachable(reason) => {
+        UpstreamError::NotSent(reason) => {
             format!("the {name} service is unavailable: {reason}")
+        }
+        UpstreamError::Lost(reason) => {
+            format!("the {name} service's answer was lost: {reason}")
         }
         UpstreamError::Unavailable => {
             format!("the {name} service is unavailable: it answered 503")
@@ -188,8 +198,11 @@ fn lifecycle_status(err: &LifecycleError) -> StatusCode {
         LifecycleError::Refused { .. } | LifecycleError::Busy(_) => StatusCode::CONFLICT,
         LifecycleError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
         LifecycleError::Upstream { error, .. } => upstream_status(error),
+        LifecycleError::ChargeUnknown { error } => upstream_status(error),
         LifecycleError::Declined { .. } => StatusCode::PAYMENT_REQUIRED,
-        LifecycleError::Pending { .. } => StatusCode::BAD_GATEWAY,
+        LifecycleError::PaymentUnsettled { .. } | LifecycleError::KitchenRefused => {
+            StatusCode::CONFLICT
+        }
         LifecycleError::Storage(err) => storage_status(err),
     }
 }
@@ -219,12 +232,20 @@ fn lifecycle_detail(err: &LifecycleError) -> String {
         LifecycleError::Declined { payment_id } => {
             format!("the payment was declined (payment {payment_id}); the order was not paid")
         }
-        LifecycleError::Pending { payment_id } => upstream_detail(
-            Service::Payments,
-            &UpstreamError::BadResponse(format!(
-                "payment {payment_id} is still pending; pay again later"
-            )),
+        LifecycleError::ChargeUnknown { error } => format!(
+            "{}; whether the charge went through is not known yet: paying again is safe \
+             (it asks about the same charge and never charges twice)",
+            upstream_detail(Service::Payments, error)
         ),
+        LifecycleError::PaymentUnsettled { pending: true } => {
+            "a payment of this order is pending with the payments service; it is settled \
+             shortly, retry then"
+                .into()
+        }
+        LifecycleError::PaymentUnsettled { pending: false } => unsettled_detail().into(),
+        LifecycleError::KitchenRefused => {
+            "the kitchen can no longer cancel this order: it is being made".into()
+        }
         LifecycleError::Storage(err) => storage_detail(err),
     }
 }

@@ -14,6 +14,7 @@ use super::identity::Caller;
 use super::state::AppState;
 use super::validation;
 use crate::domain::{NewOrder, Order};
+use crate::lifecycle::Paid;
 use crate::repository::{IdempotencyKey, KeyedCreate, ListFilter, PageRequest, RepositoryError};
 
 pub fn routes() -> Router<AppState> {
@@ -233,7 +234,7 @@ pub async fn get_order(
     responses(
         (status = 200, description = "The order with its new items", body = OrderResponse),
         (status = 404, description = "No such order", body = ErrorBody),
-        (status = 409, description = "The order is no longer `created`", body = ErrorBody),
+        (status = 409, description = "The order is no longer `created`, or a payment of it is not settled yet", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
@@ -263,7 +264,7 @@ pub async fn replace_order(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such order", body = ErrorBody),
-        (status = 409, description = "The order is paid, being made or on its way", body = ErrorBody),
+        (status = 409, description = "The order is paid, being made or on its way, or a payment of it is not settled yet", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 422, description = "`order_id` is not a UUID", body = ErrorBody),
         (status = 503, description = "Database unavailable; retry", body = ErrorBody),
@@ -281,8 +282,12 @@ pub async fn delete_order(
 /// Pay for an order: charge it, then have the kitchen schedule it.
 ///
 /// Allowed while `created`, and while `paid` (which only retries the
-/// scheduling: the customer is never charged twice). A failure leaves the
-/// order in the last state that truly happened.
+/// scheduling). Each charge is recorded before payments is called and sent
+/// with its own idempotency key, reused until payments answers: when an
+/// answer is lost (504, 502), paying again is safe and never charges twice.
+/// A pending payment answers 202 with the order; it is settled, and the
+/// order scheduled, in the background. A failure leaves the order in the
+/// last state that truly happened.
 #[utoipa::path(
     post,
     path = "/orders/{order_id}/pay",
@@ -292,34 +297,50 @@ pub async fn delete_order(
     params(("order_id" = uuid::Uuid, Path, description = "The order's id")),
     responses(
         (status = 200, description = "Paid and scheduled: status `progress`", body = OrderResponse),
-        (status = 402, description = "The payment was declined; the order stays `created`", body = ErrorBody),
+        (status = 202, description = "The payment is pending: the order stays `created` and is settled and scheduled in the background", body = OrderResponse,
+            headers(("Retry-After" = String, description = "Seconds after which to look at the order again"))),
+        (status = 402, description = "The payment was declined; the order stays `created` and paying again makes a new payment", body = ErrorBody),
         (status = 404, description = "No such order", body = ErrorBody),
         (status = 409, description = "The order cannot be paid in its status, or another payment of it is under way", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 422, description = "`order_id` is not a UUID", body = ErrorBody),
-        (status = 502, description = "Payments or kitchen answered unexpectedly", body = ErrorBody),
+        (status = 502, description = "Payments or kitchen answered unexpectedly, or the connection broke; paying again is safe", body = ErrorBody),
         (status = 503, description = "Payments, kitchen or the database unavailable or not configured", body = ErrorBody),
-        (status = 504, description = "Payments or kitchen did not answer in time", body = ErrorBody),
+        (status = 504, description = "Payments or kitchen did not answer in time; paying again is safe", body = ErrorBody),
     )
 )]
 pub async fn pay_order(
     State(state): State<AppState>,
     caller: Caller,
     OrderIdPath(id): OrderIdPath,
-) -> Result<Json<OrderResponse>, ApiError> {
-    // Detached: a client that hangs up (or the request timeout) must not
-    // stop the state machine between a charge and its record.
+) -> Result<Response, ApiError> {
+    // Detached and tracked: a client that hangs up (or the request timeout)
+    // must not stop the state machine between a charge and its record, and
+    // shutdown waits for it.
     let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
-    let order = tokio::spawn(async move { lifecycle.pay(&owner, id).await })
+    let retry_after = lifecycle.timing().retry.as_secs().max(1);
+    let paid = state
+        .tasks
+        .spawn(async move { lifecycle.pay(&owner, id).await })
         .await
         .map_err(ApiError::internal)??;
-    Ok(Json(order.into()))
+    Ok(match paid {
+        Paid::Scheduled(order) => Json(OrderResponse::from(order)).into_response(),
+        Paid::Pending(order) => (
+            StatusCode::ACCEPTED,
+            [(header::RETRY_AFTER, HeaderValue::from(retry_after))],
+            Json(OrderResponse::from(order)),
+        )
+            .into_response(),
+    })
 }
 
 /// Cancel an order.
 ///
-/// Directly while `created` or `paid`; while `progress` only once the
-/// kitchen confirms it cancelled the schedule.
+/// Directly while `created` or `paid` and nothing can be being made; once
+/// the kitchen may be making it, only after the kitchen confirms it dropped
+/// the schedule. An order that was charged is refunded (in the background,
+/// exactly once). A payment whose outcome is not known yet is settled first.
 #[utoipa::path(
     post,
     path = "/orders/{order_id}/cancel",
@@ -328,13 +349,13 @@ pub async fn pay_order(
     security(("bearer" = [])),
     params(("order_id" = uuid::Uuid, Path, description = "The order's id")),
     responses(
-        (status = 200, description = "Cancelled", body = OrderResponse),
+        (status = 200, description = "Cancelled (and refunded, if it was charged)", body = OrderResponse),
         (status = 404, description = "No such order", body = ErrorBody),
-        (status = 409, description = "Already cancelled, dispatched or delivered", body = ErrorBody),
+        (status = 409, description = "Already cancelled, dispatched or delivered; the kitchen can no longer cancel it; or a payment of it is not settled yet", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 422, description = "`order_id` is not a UUID", body = ErrorBody),
-        (status = 502, description = "The kitchen refused or answered unexpectedly", body = ErrorBody),
-        (status = 503, description = "Kitchen or the database unavailable or not configured", body = ErrorBody),
+        (status = 502, description = "The kitchen answered unexpectedly", body = ErrorBody),
+        (status = 503, description = "Kitchen, payments or the database unavailable or not configured", body = ErrorBody),
         (status = 504, description = "The kitchen did not answer in time", body = ErrorBody),
     )
 )]
@@ -344,7 +365,9 @@ pub async fn cancel_order(
     OrderIdPath(id): OrderIdPath,
 ) -> Result<Json<OrderResponse>, ApiError> {
     let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
-    let order = tokio::spawn(async move { lifecycle.cancel(&owner, id).await })
+    let order = state
+        .tasks
+        .spawn(async move { lifecycle.cancel(&owner, id).await })
         .await
         .map_err(ApiError::internal)??;
     Ok(Json(order.into()))

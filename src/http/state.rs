@@ -17,4 +17,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// How long an `Idempotency-Key` of `POST /orders` is remembered.
     pub idempotency_key_ttl: std::time::Duration,
+    /// Pays and cancels run here, detached from their requests, so that a
+    /// client hanging up cannot cut one off between a call and its record,
+    /// and shutdown waits for them.
+    pub tasks: tokio_util::task::TaskTracker,
 }

@@ -58,12 +58,25 @@ pub enum LifecycleError {
         #[source]
         error: UpstreamError,
     },
+    /// A charge was sent and no answer came (or one outside the contract):
+    /// the attempt stays open and is sent again with the same key, by the
+    /// next pay or by the reconciler.
+    #[error("the outcome of the charge is unknown")]
+    ChargeUnknown {
+        #[source]
+        error: UpstreamError,
+    },
     /// Payments answered that the charge was refused.
     #[error("payment {payment_id} was declined")]
     Declined { payment_id: Uuid },
-    /// Payments has not decided yet; no money has moved.
-    #[error("payment {payment_id} is pending")]
-    Pending { payment_id: Uuid },
+    /// A payment of the order has an outcome still open (`pending` says
+    /// payments has not decided; otherwise its answer was lost): the order
+    /// cannot change until it is settled.
+    #[error("a payment of the order is not settled")]
+    PaymentUnsettled { pending: bool },
+    /// The kitchen can no longer drop the order's schedule.
+    #[error("the kitchen refused to cancel")]
+    KitchenRefused,
     /// The database failed, or holds something the domain refuses.
     #[error("storage failed")]
     Storage(#[source] RepositoryError),
@@ -73,7 +86,10 @@ impl From<RepositoryError> for LifecycleError {
     fn from(err: RepositoryError) -> Self {
         match err {
             RepositoryError::NotFound => LifecycleError::NotFound,
-            RepositoryError::Busy => LifecycleError::Busy(None),
+            RepositoryError::Busy | RepositoryError::LeaseLost => LifecycleError::Busy(None),
+            RepositoryError::PaymentUnsettled => {
+                LifecycleError::PaymentUnsettled { pending: false }
+            }
             other => LifecycleError::Storage(other),
         }
     }

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use self::codec::{Id, Time};
-use self::rows::{ItemRow, KeyRow, LifecycleRow};
+use self::rows::{ItemRow, KeyRow, StatusRow};
 use crate::db::{Database, WorkError};
 use crate::domain::order::now_micros;
 use crate::domain::{NewOrder, Order, OrderId, OrderItems, OrderStatus};
@@ -62,6 +62,14 @@ pub enum RepositoryError {
     /// cancelling it right now); worth retrying shortly.
     #[error("a payment or cancellation of the order is under way")]
     Busy,
+    /// A payment of the order has an outcome still open (`unknown` or
+    /// `pending`): it must be settled before the order changes.
+    #[error("a payment of the order has an outcome still open")]
+    PaymentUnsettled,
+    /// A step was to be recorded under a lease that ran out meanwhile:
+    /// nothing was written.
+    #[error("the lease on the order ran out")]
+    LeaseLost,
     /// The database could not be reached in time; worth retrying.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -70,19 +78,6 @@ pub enum RepositoryError {
     /// A stored value the domain types refuse: a bug or a manual edit.
     #[error("corrupt row: {0}")]
     Corrupt(String),
-}
-
-/// What an upstream call made under `lease` achieved: the order moves from
-/// `from` to `to`, records the ids learnt, and keeps the lease until
-/// `keep_until` for a next step (`None` drops it).
-#[derive(Debug, Clone, Copy)]
-pub struct Completion {
-    pub lease: Lease,
-    pub from: OrderStatus,
-    pub to: OrderStatus,
-    pub payment_id: Option<Uuid>,
-    pub schedule_id: Option<Uuid>,
-    pub keep_until: Option<OffsetDateTime>,
 }
 
 impl WorkError for RepositoryError {
@@ -138,23 +133,6 @@ mod tests {
         }
         assert!(!is_unavailable_code(None));
     }
-}
-
-/// Where an order is in its lifecycle, beyond what clients see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LifecycleState {
-    pub status: OrderStatus,
-    /// End of the lease of the request now calling upstream for it, if any.
-    pub claimed_until: Option<OffsetDateTime>,
-    /// The kitchen's schedule, once the order is `progress`.
-    pub schedule_id: Option<Uuid>,
-}
-
-/// A lease on an order: the right to call upstream for it until `until`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
-    pub order_id: OrderId,
-    pub until: OffsetDateTime,
 }
 
 /// What `POST /orders` with an `Idempotency-Key` came to.
@@ -231,10 +209,9 @@ macro_rules! fetch {
 macro_rules! refusal {
     ($conn:expr, $owner:expr, $id:expr) => {
         rows::refusal(
-            sqlx::query_as(sql::STATUS)
+            sqlx::query_as::<_, StatusRow>(sql::STATUS)
                 .bind(Id($id))
                 .bind($owner)
-                .bind(Time(now_micros()))
                 .fetch_optional($conn)
                 .await?,
         )
@@ -338,7 +315,6 @@ impl OrdersRepository {
             let deleted = sqlx::query(sql::DELETE_ORDER)
                 .bind(Id(id))
                 .bind(owner)
-                .bind(Time(now_micros()))
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
@@ -400,59 +376,6 @@ impl OrdersRepository {
         execute!(&self.db, sql::PURGE_KEYS; Time(now))
     }
 
-    pub async fn lifecycle_state(&self, owner: &str, id: OrderId) -> Result<LifecycleState> {
-        let row: Option<LifecycleRow> =
-            fetch!(&self.db, fetch_optional, sql::LIFECYCLE_STATE; Id(id), owner)?;
-        let row = row.ok_or(RepositoryError::NotFound)?;
-        Ok(LifecycleState {
-            status: rows::status(&row.status)?,
-            claimed_until: row.claimed_until.map(|Time(at)| at),
-            schedule_id: row.schedule_id.map(|Id(id)| id),
-        })
-    }
-
-    /// Takes the lease on an order in `status`; `None` when the order is
-    /// in another status or another request holds a live lease.
-    pub async fn claim(
-        &self,
-        owner: &str,
-        id: OrderId,
-        status: OrderStatus,
-        until: OffsetDateTime,
-    ) -> Result<Option<Lease>> {
-        let now = Time(now_micros());
-        let claimed =
-            execute!(&self.db, sql::CLAIM; Id(id), owner, status.as_str(), Time(until), now)?;
-        Ok((claimed == 1).then_some(Lease {
-            order_id: id,
-            until,
-        }))
-    }
-
-    /// Gives a lease back after a failed upstream call.
-    pub async fn release(&self, lease: Lease) -> Result<()> {
-        execute!(&self.db, sql::RELEASE; Id(lease.order_id), Time(lease.until))?;
-        Ok(())
-    }
-
-    /// Records the outcome of an upstream call. `false` when the lease was
-    /// lost meanwhile (nothing is written then).
-    pub async fn complete(&self, step: Completion) -> Result<bool> {
-        let done = execute!(&self.db, sql::COMPLETE;
-            Id(step.lease.order_id), step.from.as_str(), step.to.as_str(), Time(now_micros()),
-            step.payment_id.map(Id), step.schedule_id.map(Id),
-            Time(step.lease.until), step.keep_until.map(Time),
-        )?;
-        Ok(done == 1)
-    }
-
-    /// Cancels a `created` or `paid` order unless a payment is under way.
-    pub async fn cancel_unclaimed(&self, owner: &str, id: OrderId) -> Result<bool> {
-        let now = Time(now_micros());
-        let cancelled = execute!(&self.db, sql::CANCEL_UNCLAIMED; Id(id), owner, now)?;
-        Ok(cancelled == 1)
-    }
-
     /// The highest applied migration, or `None` before the first one.
     pub async fn schema_version(&self) -> Result<Option<i64>> {
         let version = on_backend!(&self.db, run, async |conn| {
@@ -476,3 +399,11 @@ impl OrdersRepository {
         Ok(version.map(i64::from))
     }
 }
+
+// After the macros above, which it uses.
+mod steps;
+
+pub use steps::{
+    AttemptState, Backlog, ChargeClaim, DueAttempt, DueOrder, DueRefund, Lease, LifecycleState,
+    RefundOutcome,
+};

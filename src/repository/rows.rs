@@ -1,7 +1,6 @@
 //! The shapes of the rows the queries return, decoded by column name on
 //! either backend, and turning them into domain values.
 
-use sqlx::{ColumnIndex, Decode, FromRow, Row, Type};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -18,10 +17,10 @@ macro_rules! row {
             $(pub $field: $ty),*
         }
 
-        impl<'r, R: Row> FromRow<'r, R> for $name
+        impl<'r, R: ::sqlx::Row> ::sqlx::FromRow<'r, R> for $name
         where
-            &'r str: ColumnIndex<R>,
-            $($ty: Decode<'r, R::Database> + Type<R::Database>,)*
+            &'r str: ::sqlx::ColumnIndex<R>,
+            $($ty: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,)*
         {
             fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
                 Ok(Self {
@@ -37,11 +36,12 @@ row!(
     ItemRow { id: Id, created: Time, status: String, product: String, size: String, quantity: i32 }
 );
 
-row!(LifecycleRow {
-    status: String,
-    claimed_until: Option<Time>,
-    schedule_id: Option<Id>,
-});
+pub(super) use row;
+
+row!(
+    /// Why a conditional change touched nothing (`sql::STATUS`).
+    StatusRow { status: String, busy: Option<bool>, open_attempt: bool }
+);
 
 row!(
     /// What an idempotency key stands for: the canonical request and its order.
@@ -84,16 +84,16 @@ fn corrupt(err: impl std::fmt::Display) -> RepositoryError {
     RepositoryError::Corrupt(err.to_string())
 }
 
-/// Why a conditional change touched no row: the order is missing, a
-/// payment of it is under way, or its status forbids the change. The row is
-/// `sql::STATUS`'s, read by position: its second column is an expression,
-/// whose name differs between the backends.
-pub fn refusal(state: Option<(String, Option<bool>)>) -> RepositoryError {
-    let Some((stored, leased)) = state else {
+/// Why a conditional change touched no row: the order is missing, another
+/// request holds it, a payment of it has an outcome still open, or its
+/// status forbids the change.
+pub fn refusal(state: Option<StatusRow>) -> RepositoryError {
+    let Some(state) = state else {
         return RepositoryError::NotFound;
     };
-    match status(&stored) {
-        Ok(_) if leased == Some(true) => RepositoryError::Busy,
+    match status(&state.status) {
+        Ok(_) if state.busy == Some(true) => RepositoryError::Busy,
+        Ok(_) if state.open_attempt => RepositoryError::PaymentUnsettled,
         Ok(current) => RepositoryError::Conflict { current },
         Err(err) => err,
     }

@@ -6,9 +6,13 @@ pub const GET: &str = "SELECT o.id, o.created, o.status, i.product, i.size, i.qu
      WHERE o.id = $1 AND o.owner = $2 \
      ORDER BY i.position";
 
-/// The status, and whether a request holds a live lease on the order (`$3` now).
-pub const STATUS: &str =
-    "SELECT status, claimed_until > $3 FROM orders WHERE id = $1 AND owner = $2";
+/// Why a conditional change touched nothing: the status, whether a request
+/// holds a live lease on the order, and whether a payment of it has an
+/// outcome still open.
+pub const STATUS: &str = "SELECT status, claimed_until > (SELECT now FROM clock) AS busy, \
+     EXISTS (SELECT 1 FROM payment_attempts a \
+         WHERE a.order_id = orders.id AND a.state IN ('unknown', 'pending')) AS open_attempt \
+     FROM orders WHERE id = $1 AND owner = $2";
 
 pub const DELETE_ITEMS: &str = "DELETE FROM order_items WHERE order_id = $1";
 
@@ -61,44 +65,23 @@ pub const INSERT_ORDER: &str = "INSERT INTO orders (id, owner, status, created, 
      VALUES ($1, $2, 'created', $3, $3)";
 
 /// Deletes an order whose status allows it (see `OrderStatus::can_be_deleted`;
-/// a unit test keeps the two in step), unless a payment of it is under way
-/// (`$3` is now): a charged order must not vanish.
+/// a unit test keeps the two in step), unless a request holds it or a
+/// payment of it has an outcome still open: a charged order must not vanish.
 pub const DELETE_ORDER: &str = "DELETE FROM orders WHERE id = $1 AND owner = $2 \
-     AND (claimed_until IS NULL OR claimed_until < $3) \
+     AND (claimed_until IS NULL OR claimed_until < (SELECT now FROM clock)) \
+     AND NOT EXISTS (SELECT 1 FROM payment_attempts a \
+         WHERE a.order_id = orders.id AND a.state IN ('unknown', 'pending')) \
      AND status IN ('created', 'cancelled', 'delivered')";
 
 /// Marks a `created` order as changed, locking its row for the replace,
-/// unless a payment of it is under way (it pays for the current items).
+/// unless a request holds it or a payment of it is open (it would pay for
+/// the items it was sent with).
 pub const TOUCH_CREATED: &str = "UPDATE orders SET updated = $3 \
      WHERE id = $1 AND owner = $2 AND status = 'created' \
-     AND (claimed_until IS NULL OR claimed_until < $3) RETURNING created";
-
-/// What the lifecycle needs to decide its next step.
-pub const LIFECYCLE_STATE: &str =
-    "SELECT status, claimed_until, schedule_id FROM orders WHERE id = $1 AND owner = $2";
-
-/// Takes the lease to call upstream for an order in status `$3`, unless a
-/// live lease (one ending after `$5`, now) is held by another request.
-pub const CLAIM: &str = "UPDATE orders SET claimed_until = $4 \
-     WHERE id = $1 AND owner = $2 AND status = $3 \
-     AND (claimed_until IS NULL OR claimed_until < $5)";
-
-/// Gives a lease back after a failed call (only our own: `$2` is its end).
-pub const RELEASE: &str =
-    "UPDATE orders SET claimed_until = NULL WHERE id = $1 AND claimed_until = $2";
-
-/// Records what the upstream call achieved, only if this request still holds
-/// the lease and the status is still the one it started from; `$8` is the
-/// lease's new end (NULL drops it, a time keeps it for the next step).
-pub const COMPLETE: &str = "UPDATE orders SET status = $3, updated = $4, claimed_until = $8, \
-     payment_id = COALESCE($5, payment_id), schedule_id = COALESCE($6, schedule_id) \
-     WHERE id = $1 AND status = $2 AND claimed_until = $7";
-
-/// Cancels a `created` or `paid` order (see `OrderStatus::cancellation`),
-/// unless a payment of it is under way.
-pub const CANCEL_UNCLAIMED: &str = "UPDATE orders SET status = 'cancelled', updated = $3 \
-     WHERE id = $1 AND owner = $2 AND status IN ('created', 'paid') \
-     AND (claimed_until IS NULL OR claimed_until < $3)";
+     AND (claimed_until IS NULL OR claimed_until < (SELECT now FROM clock)) \
+     AND NOT EXISTS (SELECT 1 FROM payment_attempts a \
+         WHERE a.order_id = orders.id AND a.state IN ('unknown', 'pending')) \
+     RETURNING created";
 
 /// Records an idempotency key for a new order, unless a live one exists
 /// (an expired one is replaced). Returns a row only when this request owns it.
@@ -134,15 +117,6 @@ mod tests {
         assert!(
             DELETE_ORDER.ends_with(&status_in(&allowed)),
             "{DELETE_ORDER}"
-        );
-    }
-
-    #[test]
-    fn direct_cancel_matches_the_domain_rule() {
-        let allowed: Vec<OrderStatus> = OrderStatus::directly_cancellable().collect();
-        assert!(
-            CANCEL_UNCLAIMED.contains(&status_in(&allowed)),
-            "{CANCEL_UNCLAIMED}"
         );
     }
 

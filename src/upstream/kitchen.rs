@@ -1,19 +1,45 @@
-//! `POST {KITCHEN_URL}/kitchen/schedules` and `.../{id}/cancel`.
+//! `POST {KITCHEN_URL}/kitchen/schedules`, `GET .../{id}/status` and
+//! `POST .../{id}/cancel`.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{UpstreamError, expect_json, join};
+use super::{IDEMPOTENCY_KEY, UpstreamError, expect_json, join, unexpected};
 use crate::domain::{OrderId, OrderItems, Size};
+
+/// Where the kitchen says a schedule is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleStatus {
+    Pending,
+    Progress,
+    Cancelled,
+    Finished,
+}
+
+/// What the kitchen made of a cancel request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// 200: the schedule is dropped.
+    Cancelled,
+    /// 409: too late, the kitchen can no longer cancel.
+    Refused,
+    /// 404: the kitchen does not know the schedule (any more): only its
+    /// status tells whether an earlier cancel went through.
+    Unknown,
+}
 
 #[async_trait]
 pub trait Kitchen: Send + Sync {
-    /// Asks the kitchen to make the items; returns the schedule's id.
+    /// Asks the kitchen to make the items; returns the schedule's id. The
+    /// order id is the idempotency key: a repeat returns the same schedule.
     async fn schedule(&self, order_id: OrderId, items: &OrderItems) -> Result<Uuid, UpstreamError>;
-    /// Asks the kitchen to drop a schedule; `Ok` only once it confirmed.
-    async fn cancel(&self, schedule_id: Uuid) -> Result<(), UpstreamError>;
+    /// Where the schedule is now.
+    async fn status(&self, schedule_id: Uuid) -> Result<ScheduleStatus, UpstreamError>;
+    /// Asks the kitchen to drop a schedule.
+    async fn cancel(&self, schedule_id: Uuid, key: Uuid) -> Result<CancelOutcome, UpstreamError>;
 }
 
 #[derive(Serialize)]
@@ -38,6 +64,11 @@ struct Schedule {
     scheduled: OffsetDateTime,
 }
 
+#[derive(Deserialize)]
+struct StatusAnswer {
+    status: ScheduleStatus,
+}
+
 pub struct KitchenClient {
     client: reqwest::Client,
     base_url: String,
@@ -49,6 +80,13 @@ impl KitchenClient {
             client,
             base_url: base_url.into(),
         }
+    }
+
+    fn url(&self, schedule_id: Uuid, action: &str) -> String {
+        join(
+            &self.base_url,
+            &format!("/kitchen/schedules/{schedule_id}/{action}"),
+        )
     }
 }
 
@@ -69,7 +107,7 @@ impl Kitchen for KitchenClient {
         let response = self
             .client
             .post(join(&self.base_url, "/kitchen/schedules"))
-            .header("Idempotency-Key", order_id.to_string())
+            .header(IDEMPOTENCY_KEY, order_id.to_string())
             .json(&body)
             .send()
             .await?;
@@ -77,21 +115,31 @@ impl Kitchen for KitchenClient {
         Ok(schedule.id)
     }
 
-    async fn cancel(&self, schedule_id: Uuid) -> Result<(), UpstreamError> {
+    async fn status(&self, schedule_id: Uuid) -> Result<ScheduleStatus, UpstreamError> {
         let response = self
             .client
-            .post(join(
-                &self.base_url,
-                &format!("/kitchen/schedules/{schedule_id}/cancel"),
-            ))
+            .get(self.url(schedule_id, "status"))
+            .send()
+            .await?;
+        let answer: StatusAnswer = expect_json(response, reqwest::StatusCode::OK).await?;
+        Ok(answer.status)
+    }
+
+    async fn cancel(&self, schedule_id: Uuid, key: Uuid) -> Result<CancelOutcome, UpstreamError> {
+        let response = self
+            .client
+            .post(self.url(schedule_id, "cancel"))
+            .header(IDEMPOTENCY_KEY, key.to_string())
             .send()
             .await?;
         match response.status() {
-            reqwest::StatusCode::OK => Ok(()),
-            reqwest::StatusCode::SERVICE_UNAVAILABLE => Err(UpstreamError::Unavailable),
-            other => Err(UpstreamError::BadResponse(format!(
-                "refused to cancel the schedule: answered {other}"
-            ))),
+            reqwest::StatusCode::OK => {
+                // The body is not read: any body, or none, confirms.
+                Ok(CancelOutcome::Cancelled)
+            }
+            reqwest::StatusCode::CONFLICT => Ok(CancelOutcome::Refused),
+            reqwest::StatusCode::NOT_FOUND => Ok(CancelOutcome::Unknown),
+            other => Err(unexpected(other)),
         }
     }
 }

@@ -9,8 +9,8 @@ pub mod payments;
 
 use std::time::Duration;
 
-pub use kitchen::{Kitchen, KitchenClient};
-pub use payments::{Payment, PaymentStatus, Payments, PaymentsClient};
+pub use kitchen::{CancelOutcome, Kitchen, KitchenClient, ScheduleStatus};
+pub use payments::{Payment, PaymentStatus, Payments, PaymentsClient, Refund, RefundStatus};
 
 /// The services this one calls, named as operators and metrics know them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,18 +28,27 @@ impl Service {
     }
 }
 
-/// How a call to another service failed.
+/// How a call to another service failed. What matters for money is
+/// whether the request may have been acted on: only [`NotSent`] says it
+/// was not; after any other failure the work may have been done.
+///
+/// [`NotSent`]: UpstreamError::NotSent
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
-    /// No connection could be made (refused, DNS, reset before answering).
+    /// No connection could be made (refused, DNS): nothing was sent.
     #[error("cannot connect: {0}")]
-    Unreachable(String),
+    NotSent(String),
     /// It answered 503: it says it cannot serve now.
     #[error("answered 503 Service Unavailable")]
     Unavailable,
+    /// The request went out and no answer came in time.
     #[error("no answer within the timeout")]
     Timeout,
-    /// An answer outside the contract: other status, or a body that does not parse.
+    /// The request went out and the connection broke before an answer.
+    #[error("the connection broke before an answer: {0}")]
+    Lost(String),
+    /// An answer outside the contract: another status, or a body that does
+    /// not parse.
     #[error("{0}")]
     BadResponse(String),
 }
@@ -48,11 +57,17 @@ impl UpstreamError {
     /// A bounded label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            UpstreamError::Unreachable(_) => "unreachable",
+            UpstreamError::NotSent(_) => "unreachable",
             UpstreamError::Unavailable => "unavailable",
             UpstreamError::Timeout => "timeout",
+            UpstreamError::Lost(_) => "lost",
             UpstreamError::BadResponse(_) => "bad_response",
         }
+    }
+
+    /// True when the other service cannot have acted on the request.
+    pub fn nothing_sent(&self) -> bool {
+        matches!(self, UpstreamError::NotSent(_))
     }
 }
 
@@ -74,9 +89,11 @@ impl From<reqwest::Error> for UpstreamError {
             UpstreamError::Timeout
         } else if err.is_decode() || err.is_body() {
             UpstreamError::BadResponse(format!("unreadable body: {}", root_cause(&err)))
+        } else if err.is_connect() {
+            UpstreamError::NotSent(root_cause(&err))
         } else {
-            // Connect, DNS, reset before an answer: no answer came.
-            UpstreamError::Unreachable(root_cause(&err))
+            // Sent, then reset or closed before an answer.
+            UpstreamError::Lost(root_cause(&err))
         }
     }
 }
@@ -109,6 +126,19 @@ async fn expect_json<T: serde::de::DeserializeOwned>(
         UpstreamError::BadResponse(format!("answered a body outside its contract: {err}"))
     })
 }
+
+/// A status the contract does not promise.
+fn unexpected(status: reqwest::StatusCode) -> UpstreamError {
+    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        UpstreamError::Unavailable
+    } else {
+        UpstreamError::BadResponse(format!("answered {status}"))
+    }
+}
+
+/// The header every call that changes something carries, so that a retry
+/// of a call whose answer was lost is recognised as the same request.
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// `base` + `path`, tolerating a trailing slash on the configured URL.
 fn join(base: &str, path: &str) -> String {

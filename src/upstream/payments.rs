@@ -1,11 +1,12 @@
-//! `POST {PAYMENTS_URL}/payments`: charge an order.
+//! `POST {PAYMENTS_URL}/payments` (charge an order) and
+//! `POST {PAYMENTS_URL}/payments/{payment_id}/refunds`.
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{UpstreamError, expect_json, join};
+use super::{IDEMPOTENCY_KEY, UpstreamError, expect_json, join};
 use crate::domain::OrderId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -19,7 +20,7 @@ pub enum PaymentStatus {
     Pending,
 }
 
-/// The payments service's answer.
+/// The payments service's answer to a charge.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Payment {
     #[serde(rename = "payment_id")]
@@ -27,12 +28,32 @@ pub struct Payment {
     pub status: PaymentStatus,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefundStatus {
+    /// The money went back.
+    Refunded,
+    /// Not done yet: ask again later with the same key.
+    Pending,
+}
+
+/// The payments service's answer to a refund.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Refund {
+    #[serde(rename = "refund_id")]
+    pub id: Uuid,
+    pub status: RefundStatus,
+}
+
 #[async_trait]
 pub trait Payments: Send + Sync {
-    /// Charges the customer for the order. The order id doubles as the
-    /// idempotency key, so a retried charge is never charged twice by a
-    /// payments service that honours it.
-    async fn charge(&self, order_id: OrderId) -> Result<Payment, UpstreamError>;
+    /// Charges the customer for the order. `key` identifies this attempt:
+    /// payments answers the same way to every call with the same key, so a
+    /// call whose answer was lost can be repeated without charging twice.
+    async fn charge(&self, order_id: OrderId, key: Uuid) -> Result<Payment, UpstreamError>;
+
+    /// Gives a charge back; `key` identifies this refund the same way.
+    async fn refund(&self, payment_id: Uuid, key: Uuid) -> Result<Refund, UpstreamError>;
 }
 
 pub struct PaymentsClient {
@@ -51,12 +72,25 @@ impl PaymentsClient {
 
 #[async_trait]
 impl Payments for PaymentsClient {
-    async fn charge(&self, order_id: OrderId) -> Result<Payment, UpstreamError> {
+    async fn charge(&self, order_id: OrderId, key: Uuid) -> Result<Payment, UpstreamError> {
         let response = self
             .client
             .post(join(&self.base_url, "/payments"))
-            .header("Idempotency-Key", order_id.to_string())
+            .header(IDEMPOTENCY_KEY, key.to_string())
             .json(&json!({ "order_id": order_id }))
+            .send()
+            .await?;
+        expect_json(response, reqwest::StatusCode::CREATED).await
+    }
+
+    async fn refund(&self, payment_id: Uuid, key: Uuid) -> Result<Refund, UpstreamError> {
+        let response = self
+            .client
+            .post(join(
+                &self.base_url,
+                &format!("/payments/{payment_id}/refunds"),
+            ))
+            .header(IDEMPOTENCY_KEY, key.to_string())
             .send()
             .await?;
         expect_json(response, reqwest::StatusCode::CREATED).await

@@ -149,6 +149,10 @@ pub fn test_settings(db_url: &str, extra: &[(&str, &str)]) -> Settings {
         ("DB_URL".to_owned(), db_url.to_owned()),
         ("PORT".to_owned(), "0".to_owned()),
         ("RUST_LOG".to_owned(), "warn".to_owned()),
+        // The reconciler runs once at start and then stays out of the way;
+        // the tests of the reconciler set their own interval.
+        ("RECONCILE_INTERVAL_MS".to_owned(), "3600000".to_owned()),
+        ("RECONCILE_BACKOFF_MAX_MS".to_owned(), "3600000".to_owned()),
     ];
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Settings::from_vars(vars).expect("valid test settings")

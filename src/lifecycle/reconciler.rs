@@ -1,0 +1,280 @@
+//! The background task, in every replica, that finishes what requests left
+//! open: charges whose answer was lost or is pending, refunds owed, `paid`
+//! orders the kitchen has not accepted, and `progress` orders to follow to
+//! `dispatched` (or to `cancelled`, when the kitchen cancels by itself).
+//!
+//! Each item is claimed in the database with a lease in database time (on
+//! PostgreSQL with `FOR UPDATE SKIP LOCKED`), so two replicas never make the
+//! same call at once; each has its own backoff, stored with it. Nothing is
+//! ever dropped: an item that stays open is tried again, logged at error
+//! level once it is older than the alert age, and counted with its age in
+//! `/metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{OrderLifecycle, Verdict, millis};
+use crate::domain::OrderStatus;
+use crate::repository::{AttemptState, DueAttempt, DueOrder, DueRefund, RefundOutcome};
+use crate::upstream::{RefundStatus, ScheduleStatus, Service};
+
+/// Items of each kind claimed per pass: enough to drain a backlog quickly,
+/// few enough that a pass ends well within a lease.
+const BATCH: i64 = 25;
+
+/// Runs passes every `interval` until `stop` is cancelled; the item in
+/// hand when it is cancelled is finished, the rest of the batch let go.
+pub async fn run(lifecycle: Arc<OrderLifecycle>, interval: Duration, stop: CancellationToken) {
+    loop {
+        if let Err(err) = lifecycle.reconcile_once(&stop).await {
+            tracing::warn!(error = %err, "reconciler pass failed; trying again next interval");
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+    tracing::info!("reconciler stopped");
+}
+
+impl OrderLifecycle {
+    /// One pass over every kind of open item, then the backlog metrics.
+    pub async fn reconcile_once(
+        &self,
+        stop: &CancellationToken,
+    ) -> Result<(), crate::repository::RepositoryError> {
+        let lease_ms = self.timing.lease_ms();
+        for item in self.repo.claim_due_attempts(BATCH, lease_ms).await? {
+            if stop.is_cancelled() {
+                self.release(item.claim.lease).await;
+                continue;
+            }
+            self.settle_attempt(item).await;
+        }
+        for item in self.repo.claim_due_orders(BATCH, lease_ms).await? {
+            if stop.is_cancelled() {
+                self.release(item.lease).await;
+                continue;
+            }
+            self.follow_order(item).await;
+        }
+        for item in self.repo.claim_due_refunds(BATCH, lease_ms).await? {
+            if stop.is_cancelled() {
+                // Its lease expires by itself; refunds have no other holder.
+                continue;
+            }
+            self.deliver_refund(item).await;
+        }
+        let backlog = self.repo.backlog().await?;
+        self.metrics
+            .backlog("charge", backlog.open_attempts, backlog.oldest_attempt_secs);
+        self.metrics
+            .backlog("refund", backlog.refunds_owed, backlog.oldest_refund_secs);
+        self.metrics.backlog(
+            "schedule",
+            backlog.awaiting_kitchen,
+            backlog.oldest_awaiting_kitchen_secs,
+        );
+        Ok(())
+    }
+
+    /// Warns about an item that failed again, at error level once it is
+    /// older than the alert age.
+    fn still_open(&self, kind: &str, id: Uuid, since: OffsetDateTime, tries: u32, why: &str) {
+        let age = (OffsetDateTime::now_utc() - since).whole_seconds().max(0);
+        self.metrics.reconciled(kind, "retry");
+        if age as u128 >= self.timing.alert_after.as_secs() as u128 {
+            tracing::error!(kind, %id, age_secs = age, tries, why, "still unsettled");
+        } else {
+            tracing::warn!(kind, %id, age_secs = age, tries, why, "not settled yet; will try again");
+        }
+    }
+
+    /// Asks payments again (same key) about an attempt whose answer was
+    /// lost or pending; a charge that went through is scheduled at once.
+    async fn settle_attempt(&self, item: DueAttempt) {
+        let DueAttempt {
+            owner,
+            claim,
+            created,
+            tries,
+            ..
+        } = item;
+        let order_id = claim.lease.order_id;
+        let Ok(payments) = self.payments() else {
+            self.release(claim.lease).await;
+            return;
+        };
+        let outcome = match self.ask_payments(payments, &claim).await {
+            Verdict::Paid(payment_id) => {
+                let keep = Some(self.timing.lease_ms());
+                match self.repo.record_paid(claim, payment_id, keep).await {
+                    Ok(Some(lease)) => {
+                        self.metrics.reconciled("charge", "paid");
+                        if let Ok(kitchen) = self.kitchen() {
+                            // A failure is retried as a `paid` order.
+                            let _ = self.send_schedule(kitchen, &owner, lease, None).await;
+                        } else {
+                            self.release(lease).await;
+                        }
+                        return;
+                    }
+                    Ok(None) => return,
+                    Err(err) => Err(err.to_string()),
+                }
+            }
+            Verdict::Declined(payment_id) => {
+                let recorded = self.repo.record_declined(claim.key, payment_id).await;
+                self.release(claim.lease).await;
+                self.metrics.reconciled("charge", "declined");
+                recorded.map_err(|err| err.to_string())
+            }
+            Verdict::Pending(payment_id) => self
+                .keep_open(&claim, AttemptState::Pending, Some(payment_id), tries)
+                .await
+                .map_err(|err| err.to_string())
+                .and(Err("payments says pending".to_owned())),
+            Verdict::Lost(error) => self
+                .keep_open(&claim, AttemptState::Unknown, None, tries)
+                .await
+                .map_err(|err| err.to_string())
+                .and(Err(error.to_string())),
+        };
+        if let Err(why) = outcome {
+            self.still_open("charge", order_id, created, tries + 1, &why);
+        }
+    }
+
+    /// A `paid` order is scheduled; a `progress` one is asked about.
+    async fn follow_order(&self, item: DueOrder) {
+        let Ok(kitchen) = self.kitchen() else {
+            self.defer(item.lease, self.timing.retry_ms(item.checks), true)
+                .await;
+            return;
+        };
+        let order_id = item.lease.order_id;
+        let failure = match (item.status, item.schedule_id) {
+            (OrderStatus::Paid, _) => {
+                match self
+                    .send_schedule(kitchen, &item.owner, item.lease, None)
+                    .await
+                {
+                    Ok(_) => {
+                        self.metrics.reconciled("schedule", "scheduled");
+                        None
+                    }
+                    Err(err) => Some(err.to_string()),
+                }
+            }
+            (OrderStatus::Progress, Some(schedule_id)) => {
+                self.ask_kitchen(kitchen, &item, schedule_id).await
+            }
+            _ => {
+                self.release(item.lease).await;
+                None
+            }
+        };
+        if let Some(why) = failure {
+            // `send_schedule` set its own backoff; a status question did not.
+            if item.status == OrderStatus::Progress {
+                self.defer(item.lease, self.timing.retry_ms(item.checks), true)
+                    .await;
+            }
+            self.still_open("kitchen", order_id, item.since, item.checks + 1, &why);
+        }
+    }
+
+    /// Where the kitchen is with a `progress` order: `finished` makes it
+    /// `dispatched`; `cancelled` (by the kitchen) makes it `cancelled`
+    /// with its refund owed. Returns why it failed, if it did.
+    async fn ask_kitchen(
+        &self,
+        kitchen: &dyn crate::upstream::Kitchen,
+        item: &DueOrder,
+        schedule_id: Uuid,
+    ) -> Option<String> {
+        let status = match kitchen.status(schedule_id).await {
+            Ok(status) => status,
+            Err(error) => {
+                self.metrics
+                    .upstream_call(Service::Kitchen.name(), error.kind());
+                return Some(error.to_string());
+            }
+        };
+        self.metrics.upstream_call(Service::Kitchen.name(), "ok");
+        let recorded = match status {
+            ScheduleStatus::Finished => {
+                let done = self.repo.record_dispatched(item.lease).await;
+                if matches!(done, Ok(true)) {
+                    tracing::info!(order_id = %item.lease.order_id, "order dispatched");
+                    self.metrics.reconciled("kitchen", "dispatched");
+                }
+                done.map(|_| ())
+            }
+            ScheduleStatus::Cancelled => {
+                let done = self
+                    .repo
+                    .cancel_held(item.lease, OrderStatus::Progress, None, Uuid::new_v4())
+                    .await;
+                if matches!(done, Ok(true)) {
+                    tracing::warn!(order_id = %item.lease.order_id,
+                        "the kitchen cancelled the order; its refund is owed");
+                    self.metrics.reconciled("kitchen", "cancelled");
+                }
+                done.map(|_| ())
+            }
+            ScheduleStatus::Pending | ScheduleStatus::Progress => {
+                self.defer(item.lease, millis(self.timing.kitchen_poll), false)
+                    .await;
+                Ok(())
+            }
+        };
+        recorded.err().map(|err| err.to_string())
+    }
+
+    /// Gives a charge back, under the refund's own key.
+    async fn deliver_refund(&self, item: DueRefund) {
+        let Ok(payments) = self.payments() else {
+            return;
+        };
+        let retry_ms = self.timing.retry_ms(item.tries);
+        let (outcome, failure) = match payments.refund(item.payment_id, item.key).await {
+            Ok(refund) => {
+                self.metrics.upstream_call(Service::Payments.name(), "ok");
+                match refund.status {
+                    RefundStatus::Refunded => {
+                        tracing::info!(order_id = %item.order_id, payment_id = %item.payment_id,
+                            refund_id = %refund.id, "refunded");
+                        self.metrics.reconciled("refund", "refunded");
+                        (
+                            RefundOutcome::Refunded {
+                                refund_id: refund.id,
+                            },
+                            None,
+                        )
+                    }
+                    RefundStatus::Pending => (
+                        RefundOutcome::Pending {
+                            refund_id: refund.id,
+                            retry_ms,
+                        },
+                        Some("payments says the refund is pending".to_owned()),
+                    ),
+                }
+            }
+            Err(error) => {
+                self.metrics
+                    .upstream_call(Service::Payments.name(), error.kind());
+                (RefundOutcome::Failed { retry_ms }, Some(error.to_string()))
+            }
+        };
+        let recorded = self.repo.record_refund(&item, outcome).await;
+        if let Some(why) = failure.or(recorded.err().map(|err| err.to_string())) {
+            self.still_open("refund", item.order_id, item.created, item.tries + 1, &why);
+        }
+    }
+}
