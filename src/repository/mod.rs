@@ -71,9 +71,9 @@ pub enum RepositoryError {
     #[error("the lease on the order ran out")]
     LeaseLost,
     /// The database could not be reached in time; worth retrying.
-    #[error("database unavailable: {0}")]
+    #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
-    #[error("database error: {0}")]
+    #[error("database error")]
     Database(#[source] sqlx::Error),
     /// A stored value the domain types refuse: a bug or a manual edit.
     #[error("corrupt row: {0}")]

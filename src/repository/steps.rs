@@ -243,9 +243,10 @@ const CANCEL_HELD: &str = "UPDATE orders SET status = 'cancelled', payment_id = 
      RETURNING payment_id";
 
 /// A refund owed for the charge `$2`, once per charge: a second cancel path
-/// reaching the same charge finds it owed already.
+/// reaching the same charge finds it owed already. (`WHERE TRUE` keeps
+/// SQLite from reading `ON CONFLICT` as part of the `SELECT`.)
 const OWE_REFUND: &str = "INSERT INTO refunds (key, payment_id, order_id, state, created, updated, next_try) \
-     SELECT $1, $2, $3, 'owed', now, now, now FROM clock \
+     SELECT $1, $2, $3, 'owed', now, now, now FROM clock WHERE TRUE \
      ON CONFLICT (payment_id) DO NOTHING";
 
 macro_rules! claim_due {

@@ -56,8 +56,15 @@ pub struct TestDatabase {
 }
 
 enum Cleanup {
-    Postgres { admin_url: String, name: String },
-    Sqlite { path: std::path::PathBuf },
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
+    Sqlite {
+        path: std::path::PathBuf,
+    },
+    /// Another `TestDatabase` owns it.
+    None,
 }
 
 impl TestDatabase {
@@ -101,9 +108,20 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// The same database, for a second service on it; the first one drops it.
+    pub fn share(&self) -> Self {
+        Self {
+            url: self.url.clone(),
+            cleanup: Cleanup::None,
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         match &self.cleanup {
+            Cleanup::None => {}
             Cleanup::Postgres { admin_url, name } => {
                 let (admin_url, name) = (admin_url.clone(), name.clone());
                 // Drop runs inside the test's runtime: use a thread of our own.

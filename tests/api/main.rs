@@ -5,6 +5,8 @@
 mod helpers;
 
 mod auth;
+mod fakes;
+mod faults;
 mod framework;
 mod health;
 mod idempotency;

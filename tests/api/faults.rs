@@ -1,0 +1,340 @@
+//! Money under faults: every way an answer of payments or kitchen can be
+//! lost after the work was done, what the client sees, and what the order
+//! and the money end as, through client retries and through the reconciler
+//! alone. The fakes honour idempotency keys and count charges and refunds
+//! by key, so "charged once" is told from "charged twice".
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::fakes::{Fake, Fault};
+use crate::helpers::{Backend, TestApp, assert_detail, latte_order, spawn_app_with, spawn_on};
+
+/// The faults that strike after payments charged, and what pay answers.
+const LOST_AFTER_THE_CHARGE: [(Fault, u16); 4] = [
+    (Fault::Slow, 504),
+    (Fault::Reset, 502),
+    (Fault::ServerError, 502),
+    (Fault::Garbage, 502),
+];
+
+/// Settings wiring a service to `fake` for both upstreams; `reconcile_ms`
+/// sets how often its reconciler runs (the tests' default: once an hour).
+fn wired<'a>(fake: &'a Fake, reconcile_ms: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+    let mut settings = vec![
+        ("PAYMENTS_URL", fake.url.as_str()),
+        ("KITCHEN_URL", fake.url.as_str()),
+        ("UPSTREAM_TIMEOUT_MS", "700"),
+        ("DB_ACQUIRE_TIMEOUT_MS", "500"),
+    ];
+    if let Some(every) = reconcile_ms {
+        settings.extend([
+            ("RECONCILE_INTERVAL_MS", every),
+            ("RECONCILE_BACKOFF_MAX_MS", every),
+            ("KITCHEN_POLL_MS", every),
+        ]);
+    }
+    settings
+}
+
+async fn spawn(backend: Backend, reconcile_ms: Option<&str>) -> (TestApp, Fake) {
+    let fake = Fake::start().await;
+    let app = spawn_app_with(backend, &wired(&fake, reconcile_ms)).await;
+    (app, fake)
+}
+
+async fn pay(app: &TestApp, id: Uuid) -> reqwest::Response {
+    app.post(&format!("/orders/{id}/pay")).await
+}
+
+async fn cancel(app: &TestApp, id: Uuid) -> reqwest::Response {
+    app.post(&format!("/orders/{id}/cancel")).await
+}
+
+/// Waits (at most 15 s) until `done` holds, re-checking every 50 ms.
+async fn eventually<F: AsyncFn() -> bool>(what: &str, done: F) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn reaches(app: &TestApp, id: Uuid, status: &str) {
+    eventually(&format!("order {id} to become {status}"), async || {
+        app.status_of(id).await == status
+    })
+    .await;
+}
+
+/// The money rule: a charge is accounted for by an order that is paid for
+/// (`paid`, `progress`, `dispatched`) or by exactly one refund.
+async fn money_is_accounted_for(app: &TestApp, fake: &Fake, id: Uuid) {
+    let charges = fake.charges_of(id);
+    assert!(charges <= 1, "order {id} charged {charges} times");
+    let status = app.status_of(id).await;
+    let refunds = fake.refunds_of(id);
+    match (charges, status.as_str()) {
+        (0, _) => assert_eq!(refunds, 0, "refunded without a charge"),
+        (1, "paid" | "progress" | "dispatched") => assert_eq!(refunds, 0, "{status} and refunded"),
+        (1, _) => assert_eq!(refunds, 1, "charged, {status}, {refunds} refunds"),
+        _ => unreachable!(),
+    }
+}
+
+async fn a_decline_then_a_new_pay_charges_once_under_a_new_key(backend: Backend) {
+    let (app, fake) = spawn(backend, None).await;
+    fake.verdicts(&["invalid"]);
+    let id = app.create_latte().await;
+    let detail = assert_detail(pay(&app, id).await, 402).await;
+    assert!(detail.contains("declined"), "{detail}");
+    assert_eq!(app.status_of(id).await, "created");
+    let paid = pay(&app, id).await;
+    assert_eq!(paid.status(), 200);
+    assert_eq!(app.status_of(id).await, "progress");
+    assert_eq!(fake.charge_keys_of(id), 2, "a new key after the decline");
+    assert_eq!(fake.charges_of(id), 1);
+}
+
+async fn a_lost_charge_answer_is_settled_by_a_retry_of_the_client(backend: Backend) {
+    let (app, fake) = spawn(backend, None).await;
+    for (fault, status) in LOST_AFTER_THE_CHARGE {
+        let id = app.create_latte().await;
+        fake.fail_charges(&[fault]);
+        let detail = assert_detail(pay(&app, id).await, status).await;
+        assert!(
+            detail.contains("paying again is safe"),
+            "{fault:?}: {detail}"
+        );
+        assert_eq!(app.status_of(id).await, "created", "{fault:?}");
+        assert_eq!(fake.charges_of(id), 1, "{fault:?}: payments did charge");
+        let retried = pay(&app, id).await;
+        assert_eq!(retried.status(), 200, "{fault:?}");
+        assert_eq!(app.status_of(id).await, "progress", "{fault:?}");
+        assert_eq!(fake.charges_of(id), 1, "{fault:?}: charged once");
+        assert_eq!(fake.charge_keys_of(id), 1, "{fault:?}: one key");
+    }
+}
+
+async fn a_lost_charge_answer_is_settled_by_the_reconciler_alone(backend: Backend) {
+    let (app, fake) = spawn(backend, Some("200")).await;
+    let mut orders = Vec::new();
+    for (fault, status) in LOST_AFTER_THE_CHARGE {
+        let id = app.create_latte().await;
+        fake.fail_charges(&[fault]);
+        assert_eq!(pay(&app, id).await.status(), status, "{fault:?}");
+        orders.push(id);
+    }
+    for id in orders {
+        reaches(&app, id, "progress").await;
+        assert_eq!(fake.charges_of(id), 1);
+        assert_eq!(fake.charge_keys_of(id), 1);
+    }
+}
+
+/// Straight after a lost answer, the customer cancels, deletes or changes
+/// the order: the open attempt is settled first, so the money is never
+/// taken without an order or a refund that accounts for it.
+async fn a_lost_charge_answer_then_cancel_delete_or_replace_keeps_the_money_accounted_for(
+    backend: Backend,
+) {
+    let (app, fake) = spawn(backend, Some("200")).await;
+    for (fault, _) in LOST_AFTER_THE_CHARGE {
+        for action in ["cancel", "delete", "replace"] {
+            let id = app.create_latte().await;
+            fake.fail_charges(&[fault]);
+            let _ = pay(&app, id).await;
+            let answer = match action {
+                "cancel" => cancel(&app, id).await,
+                "delete" => app.delete(&format!("/orders/{id}")).await,
+                _ => app.put_json(&format!("/orders/{id}"), &latte_order()).await,
+            };
+            let status = answer.status().as_u16();
+            let case = format!("{fault:?} then {action}: {status}");
+            match action {
+                // The charge went through: cancelled, and refunded.
+                "cancel" => {
+                    assert_eq!(status, 200, "{case}");
+                    assert_eq!(app.status_of(id).await, "cancelled", "{case}");
+                    eventually(&case, async || fake.refunds_of(id) == 1).await;
+                }
+                // The charge went through: the order is paid, so it can be
+                // neither deleted nor changed; the reconciler schedules it.
+                _ => {
+                    assert_eq!(status, 409, "{case}");
+                    reaches(&app, id, "progress").await;
+                }
+            }
+            money_is_accounted_for(&app, &fake, id).await;
+            assert_eq!(fake.refund_keys_of(id), fake.refunds_of(id), "{case}");
+        }
+    }
+}
+
+async fn a_pending_payment_answers_202_and_is_settled_and_scheduled_in_the_background(
+    backend: Backend,
+) {
+    let (app, fake) = spawn(backend, Some("200")).await;
+    fake.verdicts(&["pending"]);
+    fake.pending_settles(2, "paid");
+    let id = app.create_latte().await;
+    let response = pay(&app, id).await;
+    assert_eq!(response.status(), 202);
+    assert!(response.headers().contains_key("retry-after"));
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(order["status"], "created");
+    assert_eq!(order["id"], id.to_string());
+    reaches(&app, id, "progress").await;
+    assert_eq!(fake.charges_of(id), 1);
+    assert_eq!(fake.charge_keys_of(id), 1, "asked again with the same key");
+    assert!(fake.charge_calls() >= 3, "asked until it settled");
+}
+
+/// A `paid` order no schedule request reached is cancelled directly, its
+/// refund owed in the same transaction; the refund is delivered once,
+/// under one key, although its first two calls fail after the money moved.
+async fn a_paid_order_is_refunded_exactly_once_even_when_refunds_fail_first(backend: Backend) {
+    let (app, fake) = spawn(backend, None).await;
+    let id = app.create_latte().await;
+    fake.fail_charges(&[Fault::Reset]);
+    assert_eq!(pay(&app, id).await.status(), 502);
+    // The refused delete settles the open attempt: charged, so `paid`.
+    assert_eq!(app.delete(&format!("/orders/{id}")).await.status(), 409);
+    assert_eq!(app.status_of(id).await, "paid");
+    assert_eq!(cancel(&app, id).await.status(), 200);
+    assert_eq!(app.status_of(id).await, "cancelled");
+    assert!(
+        fake.schedule_of(id).is_none(),
+        "the kitchen never heard of it"
+    );
+    // The refund owed outlives the order.
+    assert_eq!(app.delete(&format!("/orders/{id}")).await.status(), 204);
+    fake.fail_refunds(&[Fault::ServerError, Fault::Reset]);
+    let _reconciling = spawn_on(app.db.share(), &wired(&fake, Some("200"))).await;
+    eventually("three refund calls", async || fake.refund_calls() >= 3).await;
+    assert_eq!(fake.refunds_of(id), 1, "refunded once");
+    assert_eq!(fake.refund_keys_of(id), 1, "one key for one refund");
+    assert_eq!(fake.charges_of(id), 1);
+}
+
+async fn cancel_of_progress_and_the_kitchen_cancelling_by_itself_refund_once(backend: Backend) {
+    let (app, fake) = spawn(backend, Some("200")).await;
+    let by_customer = app.create_latte().await;
+    let by_kitchen = app.create_latte().await;
+    for id in [by_customer, by_kitchen] {
+        assert_eq!(pay(&app, id).await.status(), 200);
+    }
+    fake.fail_refunds(&[Fault::ServerError, Fault::Unavailable]);
+    assert_eq!(cancel(&app, by_customer).await.status(), 200);
+    assert_eq!(fake.schedule_of(by_customer).unwrap().status, "cancelled");
+    fake.kitchen_sets(by_kitchen, "cancelled");
+    reaches(&app, by_kitchen, "cancelled").await;
+    for id in [by_customer, by_kitchen] {
+        eventually("the refund", async || fake.refunds_of(id) == 1).await;
+        money_is_accounted_for(&app, &fake, id).await;
+        assert_eq!(fake.refund_keys_of(id), 1);
+    }
+}
+
+async fn a_lost_schedule_answer_then_cancel_drops_the_schedule_and_refunds(backend: Backend) {
+    let (app, fake) = spawn(backend, Some("200")).await;
+    let id = app.create_latte().await;
+    fake.fail_schedules(&[Fault::Reset]);
+    let detail = assert_detail(pay(&app, id).await, 502).await;
+    assert!(detail.contains("kitchen"), "{detail}");
+    assert_eq!(app.status_of(id).await, "paid");
+    assert_eq!(
+        fake.schedule_of(id).unwrap().status,
+        "pending",
+        "the kitchen has it"
+    );
+    let cancelled = cancel(&app, id).await;
+    assert_eq!(cancelled.status(), 200);
+    assert_eq!(
+        fake.schedule_of(id).unwrap().status,
+        "cancelled",
+        "the kitchen was told"
+    );
+    eventually("the refund", async || fake.refunds_of(id) == 1).await;
+    money_is_accounted_for(&app, &fake, id).await;
+}
+
+async fn a_lost_kitchen_cancel_answer_is_settled_by_a_retry(backend: Backend) {
+    let (app, fake) = spawn(backend, None).await;
+    let id = app.create_latte().await;
+    assert_eq!(pay(&app, id).await.status(), 200);
+    fake.fail_cancels(&[Fault::Reset]);
+    fake.fail_status(&[Fault::Unavailable]);
+    assert_detail(cancel(&app, id).await, 502).await;
+    assert_eq!(app.status_of(id).await, "progress");
+    // The kitchen cancelled it and now answers 404 to a second cancel; its
+    // status says what happened.
+    assert_eq!(cancel(&app, id).await.status(), 200);
+    assert_eq!(app.status_of(id).await, "cancelled");
+}
+
+async fn the_kitchen_refusing_a_cancel_answers_409_and_finished_orders_are_dispatched(
+    backend: Backend,
+) {
+    let (app, fake) = spawn(backend, Some("200")).await;
+    let id = app.create_latte().await;
+    assert_eq!(pay(&app, id).await.status(), 200);
+    fake.refuse_cancels();
+    let detail = assert_detail(cancel(&app, id).await, 409).await;
+    assert!(detail.contains("kitchen"), "{detail}");
+    assert_eq!(app.status_of(id).await, "progress");
+    fake.kitchen_sets(id, "finished");
+    reaches(&app, id, "dispatched").await;
+    assert_eq!(fake.refunds_of(id), 0);
+    money_is_accounted_for(&app, &fake, id).await;
+}
+
+async fn sigterm_waits_for_a_pay_whose_client_hung_up(backend: Backend) {
+    let fake = Fake::start().await;
+    let mut settings = wired(&fake, None);
+    // Long enough that the held answer arrives well within the call.
+    settings.push(("UPSTREAM_TIMEOUT_MS", "3000"));
+    let mut app = spawn_app_with(backend, &settings).await;
+    let id = app.create_latte().await;
+    fake.fail_charges(&[Fault::Held]);
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let hung_up = impatient
+        .post(app.url(&format!("/orders/{id}/pay")))
+        .send()
+        .await;
+    assert!(hung_up.is_err(), "the client gave up");
+    assert_eq!(fake.charges_of(id), 1, "the charge is in flight");
+    app.trigger_shutdown();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fake.release_held();
+    app.shut_down().await.unwrap();
+    let after = spawn_on(app.db.share(), &[]).await;
+    assert_eq!(
+        after.status_of(id).await,
+        "progress",
+        "the charge was recorded (and the order scheduled) before exit"
+    );
+    assert_eq!(fake.charges_of(id), 1);
+}
+
+both_backends!(
+    a_decline_then_a_new_pay_charges_once_under_a_new_key,
+    a_lost_charge_answer_is_settled_by_a_retry_of_the_client,
+    a_lost_charge_answer_is_settled_by_the_reconciler_alone,
+    a_lost_charge_answer_then_cancel_delete_or_replace_keeps_the_money_accounted_for,
+    a_pending_payment_answers_202_and_is_settled_and_scheduled_in_the_background,
+    a_paid_order_is_refunded_exactly_once_even_when_refunds_fail_first,
+    cancel_of_progress_and_the_kitchen_cancelling_by_itself_refund_once,
+    a_lost_schedule_answer_then_cancel_drops_the_schedule_and_refunds,
+    a_lost_kitchen_cancel_answer_is_settled_by_a_retry,
+    the_kitchen_refusing_a_cancel_answers_409_and_finished_orders_are_dispatched,
+    sigterm_waits_for_a_pay_whose_client_hung_up,
+);
