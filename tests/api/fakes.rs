@@ -94,6 +94,7 @@ struct PaymentsState {
 struct KitchenState {
     /// By idempotency key (the order id).
     schedules: HashMap<String, Schedule>,
+    schedule_calls: usize,
     schedule_faults: VecDeque<Fault>,
     cancel_faults: VecDeque<Fault>,
     status_faults: VecDeque<Fault>,
@@ -205,24 +206,15 @@ impl Fake {
 
     /// Refunds made of this order's charges (each refund key counted once).
     pub fn refunds_of(&self, order_id: Uuid) -> usize {
-        self.with(|s| {
-            let payments: Vec<Uuid> = s
-                .payments
-                .charges
-                .values()
-                .filter(|c| c.order_id == order_id)
-                .map(|c| c.payment_id)
-                .collect();
-            s.payments
-                .refunds
-                .values()
-                .filter(|r| payments.contains(&r.payment_id) && r.status == "refunded")
-                .count()
-        })
+        self.refunds_where(order_id, |refund| refund.status == "refunded")
     }
 
     /// Refund keys this order's charges were ever asked with.
     pub fn refund_keys_of(&self, order_id: Uuid) -> usize {
+        self.refunds_where(order_id, |_| true)
+    }
+
+    fn refunds_where(&self, order_id: Uuid, counted: impl Fn(&Refund) -> bool) -> usize {
         self.with(|s| {
             let payments: Vec<Uuid> = s
                 .payments
@@ -234,7 +226,7 @@ impl Fake {
             s.payments
                 .refunds
                 .values()
-                .filter(|r| payments.contains(&r.payment_id))
+                .filter(|r| payments.contains(&r.payment_id) && counted(r))
                 .count()
         })
     }
@@ -245,6 +237,10 @@ impl Fake {
 
     pub fn refund_calls(&self) -> usize {
         self.with(|s| s.payments.refund_calls)
+    }
+
+    pub fn schedule_calls(&self) -> usize {
+        self.with(|s| s.kitchen.schedule_calls)
     }
 
     /// Schedules the kitchen made for this order (one per key).
@@ -467,6 +463,7 @@ fn refund(payments: &mut PaymentsState, key: String, payment_id: &str) -> Reply 
 }
 
 fn schedule(kitchen: &mut KitchenState, key: String) -> Reply {
+    kitchen.schedule_calls += 1;
     let fault = kitchen.schedule_faults.pop_front();
     if let Some(reply) = before_work(fault) {
         return reply;

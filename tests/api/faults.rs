@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sqlx::Connection;
 use uuid::Uuid;
 
 use crate::fakes::{Fake, Fault};
@@ -325,6 +326,142 @@ async fn sigterm_waits_for_a_pay_whose_client_hung_up(backend: Backend) {
     assert_eq!(fake.charges_of(id), 1);
 }
 
+/// The service as a process of its own, so it can be killed outright.
+struct Process {
+    child: tokio::process::Child,
+    address: String,
+}
+
+impl Process {
+    async fn start(db_url: &str, fake: &Fake, reconcile_ms: &str) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        // The test's own HTTP client needs it, as the service's does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orders-service"))
+            .envs(wired(fake, Some(reconcile_ms)))
+            .env("DB_URL", db_url)
+            .env("PORT", "0")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the service starts");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let address = loop {
+            let line = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+                .await
+                .expect("the service logs its address")
+                .unwrap()
+                .expect("the service is running");
+            let entry: Value = serde_json::from_str(&line).unwrap_or_default();
+            if entry["message"] == "listening" {
+                let address = entry["address"].as_str().unwrap();
+                let port = address.rsplit(':').next().unwrap();
+                break format!("http://127.0.0.1:{port}");
+            }
+        };
+        // Keep reading, so the service never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, address }
+    }
+
+    async fn status_of(&self, id: Uuid) -> String {
+        let order: Value = reqwest::get(format!("{}/orders/{id}", self.address))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        order["status"].as_str().unwrap().to_owned()
+    }
+}
+
+/// SIGKILL between the charge and its record: the attempt was committed
+/// before the call, so the service started again settles it with the same
+/// key, once the dead process's lease has run out.
+async fn a_service_killed_during_a_charge_settles_it_once_when_started_again(backend: Backend) {
+    let db = crate::helpers::TestDatabase::create(backend).await;
+    db.migrate().await;
+    let fake = Fake::start().await;
+    let first = Process::start(&db.url, &fake, "3600000").await;
+    let created: Value = reqwest::Client::new()
+        .post(format!("{}/orders", first.address))
+        .json(&latte_order())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    fake.fail_charges(&[Fault::Held]);
+    let url = format!("{}/orders/{id}/pay", first.address);
+    let paying = tokio::spawn(async move { reqwest::Client::new().post(url).send().await });
+    eventually("the charge to reach payments", async || {
+        fake.charges_of(id) == 1
+    })
+    .await;
+    let mut first = first;
+    first.child.kill().await.unwrap();
+    assert!(
+        paying.await.unwrap().is_err(),
+        "the pay died with the process"
+    );
+    fake.release_held();
+
+    let second = Process::start(&db.url, &fake, "200").await;
+    assert_eq!(
+        second.status_of(id).await,
+        "created",
+        "nothing was recorded"
+    );
+    eventually("the order to be settled and scheduled", async || {
+        second.status_of(id).await == "progress"
+    })
+    .await;
+    assert_eq!(fake.charges_of(id), 1);
+    assert_eq!(fake.charge_keys_of(id), 1, "the same key was sent again");
+}
+
+/// Two replicas on one database with 50 charges whose answers were lost:
+/// each is asked about once, each order scheduled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_make_each_upstream_call_once() {
+    let (app, fake) = spawn(Backend::Postgres, None).await;
+    let mut orders = Vec::new();
+    for _ in 0..50 {
+        let id = app.create_latte().await;
+        fake.fail_charges(&[Fault::Reset]);
+        assert_eq!(pay(&app, id).await.status(), 502);
+        orders.push(id);
+    }
+    let calls_before = fake.charge_calls();
+    assert_eq!(calls_before, 50);
+    // Due now, rather than after the first service's hour-long backoff.
+    let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::query("UPDATE payment_attempts SET next_try = next_try - interval '2 hours'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let settings = wired(&fake, Some("50"));
+    let replicas = [
+        spawn_on(app.db.share(), &settings).await,
+        spawn_on(app.db.share(), &settings).await,
+    ];
+    for id in &orders {
+        reaches(&replicas[0], *id, "progress").await;
+    }
+    assert_eq!(
+        fake.charge_calls() - calls_before,
+        50,
+        "each open charge asked about once"
+    );
+    assert_eq!(fake.schedule_calls(), 50, "each order scheduled once");
+    for id in orders {
+        assert_eq!(fake.charges_of(id), 1);
+    }
+}
+
 both_backends!(
     a_decline_then_a_new_pay_charges_once_under_a_new_key,
     a_lost_charge_answer_is_settled_by_a_retry_of_the_client,
@@ -337,4 +474,5 @@ both_backends!(
     a_lost_kitchen_cancel_answer_is_settled_by_a_retry,
     the_kitchen_refusing_a_cancel_answers_409_and_finished_orders_are_dispatched,
     sigterm_waits_for_a_pay_whose_client_hung_up,
+    a_service_killed_during_a_charge_settles_it_once_when_started_again,
 );
