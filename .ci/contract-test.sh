@@ -44,14 +44,14 @@ jwt_signature="$(printf '%s.%s' "$jwt_header" "$jwt_claims" | openssl dgst -sha2
 TOKEN="$jwt_header.$jwt_claims.$jwt_signature"
 
 psql "$ADMIN_URL" -qc "CREATE DATABASE $DB"
-DB_URL="$BASE_URL/$DB" target/debug/migrate
+DB_URL="$BASE_URL/$DB" "${CARGO_TARGET_DIR:-target}/debug/migrate"
 
 python3 .ci/fake_upstreams.py "$UPSTREAM_PORT" &
 pids+=($!)
 DB_URL="$BASE_URL/$DB" PORT="$PORT" RUST_LOG=warn \
     AUTH_ON=true JWT_PUBLIC_KEY_FILE="$KEYS/public.pem" JWT_AUDIENCE=orders-api \
     PAYMENTS_URL="http://127.0.0.1:$UPSTREAM_PORT" KITCHEN_URL="http://127.0.0.1:$UPSTREAM_PORT" \
-    target/debug/orders-service > target/contract-server.log 2>&1 &
+    "${CARGO_TARGET_DIR:-target}/debug/orders-service" > target/contract-server.log 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
     curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break

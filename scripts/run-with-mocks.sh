@@ -7,7 +7,8 @@
 #   scripts/run-with-mocks.sh --release  # extra arguments go to cargo run
 #
 # Environment: PAYMENTS_MOCK_PORT (4010), KITCHEN_MOCK_PORT (4011), and any
-# variable of the service (PORT, DB_URL, ...; LOG_FORMAT defaults to pretty).
+# variable of the service (PORT, DB_URL, ...; LOG_FORMAT defaults to pretty,
+# KITCHEN_POLL_MS to 20000, RECONCILE_INTERVAL_MS to 2000).
 # The mocks' logs, including any request that does not match a contract,
 # are in .tools/prism/*.log. Ctrl-C stops the service and the mocks.
 set -euo pipefail
@@ -75,6 +76,11 @@ start_mock kitchen KITCHEN_MOCK_PORT contracts/kitchen.yaml
 export PAYMENTS_URL=http://127.0.0.1:$PAYMENTS_MOCK_PORT
 export KITCHEN_URL=http://127.0.0.1:$KITCHEN_MOCK_PORT
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
+# The mock kitchen says every schedule is finished: ask it every 20 s, so an
+# order paid by hand stays `progress` long enough to be cancelled, then
+# becomes `dispatched`.
+export KITCHEN_POLL_MS=${KITCHEN_POLL_MS:-20000}
+export RECONCILE_INTERVAL_MS=${RECONCILE_INTERVAL_MS:-2000}
 
 # Not exec: the EXIT trap must outlive the service to stop the mocks.
 cargo run --bin orders-service "$@"
