@@ -171,6 +171,17 @@ impl Fake {
         self.with(|s| s.kitchen.status_faults.extend(faults));
     }
 
+    /// Every fault still queued is dropped: the services answer again.
+    pub fn heal(&self) {
+        self.with(|s| {
+            s.payments.charge_faults.clear();
+            s.payments.refund_faults.clear();
+            s.kitchen.schedule_faults.clear();
+            s.kitchen.cancel_faults.clear();
+            s.kitchen.status_faults.clear();
+        });
+    }
+
     pub fn refuse_cancels(&self) {
         self.with(|s| s.kitchen.refuse_cancels = true);
     }

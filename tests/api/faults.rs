@@ -462,6 +462,34 @@ async fn two_replicas_make_each_upstream_call_once() {
     }
 }
 
+/// What cannot be settled stays, and `/metrics` shows it with its age.
+async fn a_refund_that_keeps_failing_stays_owed_and_shows_in_metrics(backend: Backend) {
+    let (app, fake) = spawn(backend, Some("100")).await;
+    let id = app.create_latte().await;
+    assert_eq!(pay(&app, id).await.status(), 200);
+    fake.fail_refunds(&[Fault::Unavailable; 10_000]);
+    assert_eq!(cancel(&app, id).await.status(), 200);
+    let gauge = r#"orders_open_items{kind="refund"} 1"#;
+    eventually("the refund owed in /metrics", async || {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        text.contains(gauge) && fake.refund_calls() >= 2
+    })
+    .await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.contains(r#"orders_reconciled_items_total{kind="refund",outcome="retry"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"orders_open_items{kind="charge"} 0"#),
+        "{text}"
+    );
+    assert_eq!(fake.refunds_of(id), 0);
+    // Nothing was dropped: once payments answers, the refund goes through.
+    fake.heal();
+    eventually("the refund", async || fake.refunds_of(id) == 1).await;
+}
+
 both_backends!(
     a_decline_then_a_new_pay_charges_once_under_a_new_key,
     a_lost_charge_answer_is_settled_by_a_retry_of_the_client,
@@ -475,4 +503,5 @@ both_backends!(
     the_kitchen_refusing_a_cancel_answers_409_and_finished_orders_are_dispatched,
     sigterm_waits_for_a_pay_whose_client_hung_up,
     a_service_killed_during_a_charge_settles_it_once_when_started_again,
+    a_refund_that_keeps_failing_stays_owed_and_shows_in_metrics,
 );
