@@ -13,7 +13,8 @@ use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
 
 /// The port used when `PORT` is unset; manifests and images expose it. The
 /// default in `PORT`'s entry is the one read; a test keeps the two equal.
@@ -62,7 +63,9 @@ pub const PAYMENTS_URL: Variable = Variable {
 };
 pub const KITCHEN_URL: Variable = Variable {
     name: "KITCHEN_URL",
-    default: Fallback::Described("unset: pay and cancel of a scheduled order answer 503"),
+    default: Fallback::Described(
+        "unset: pay answers 503, and so does cancel of an order the kitchen may be making",
+    ),
     meaning: "base URL of the kitchen service",
 };
 const RUST_LOG: Variable = Variable {
@@ -316,45 +319,49 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
-/// Where orders are stored.
-#[derive(Debug, Clone)]
+/// Where orders are stored, parsed (so a malformed URL stops start-up
+/// naming `DB_URL`, and nothing later parses it again).
+#[derive(Clone)]
 pub enum DatabaseUrl {
-    /// Production: `postgres://` or `postgresql://`. Its password must not
-    /// reach logs or debug output, so the URL is only read through
-    /// `expose_secret()`.
-    Postgres(SecretString),
-    /// Embedded default: `sqlite://path` (the file is created when missing).
-    Sqlite(String),
+    /// Production: `postgres://` or `postgresql://`.
+    Postgres(PgConnectOptions),
+    /// Embedded default: `sqlite://path`.
+    Sqlite(SqliteConnectOptions),
+}
+
+/// Only the redacted URL: the options hold the password, and their own
+/// `Debug` would print it.
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 impl DatabaseUrl {
     pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        let invalid = |err: sqlx::Error| DB_URL.invalid(format!("is not a usable URL: {err}"));
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres(url.into()))
+            Ok(Self::Postgres(url.parse().map_err(invalid)?))
         } else if url.starts_with("sqlite:") {
-            Ok(Self::Sqlite(url.to_owned()))
+            Ok(Self::Sqlite(url.parse().map_err(invalid)?))
         } else {
             Err(DB_URL.invalid("must start with postgresql://, postgres:// or sqlite://"))
         }
     }
 
-    /// The URL without its password, fit for a log line.
+    /// The database without its password, fit for a log line.
     pub fn redacted(&self) -> String {
-        let url = match self {
-            Self::Postgres(url) => url.expose_secret(),
-            Self::Sqlite(url) => url,
-        };
-        match (url.find("://"), url.rfind('@')) {
-            (Some(scheme_end), Some(at)) if at > scheme_end => {
-                let credentials = &url[scheme_end + 3..at];
-                match credentials.split_once(':') {
-                    Some((user, _)) => {
-                        format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
-                    }
-                    None => url.to_owned(),
-                }
+        match self {
+            Self::Postgres(options) => format!(
+                "postgresql://{}@{}:{}/{}",
+                options.get_username(),
+                options.get_host(),
+                options.get_port(),
+                options.get_database().unwrap_or_default()
+            ),
+            Self::Sqlite(options) => {
+                format!("sqlite://{}", options.get_filename().display())
             }
-            _ => url.to_owned(),
         }
     }
 }
@@ -570,6 +577,13 @@ struct Environment(HashMap<String, String>);
 impl Environment {
     /// The variable's value, else the value its default stands for.
     fn get(&self, variable: &Variable) -> Option<&str> {
+        // A variable read but not listed would be missing from the README
+        // and from the deployment checks; every test run reads them all.
+        debug_assert!(
+            VARIABLES.contains(variable),
+            "{} is read but not listed in VARIABLES",
+            variable.name
+        );
         match (self.0.get(variable.name), variable.default) {
             (Some(value), _) => Some(value),
             (None, Fallback::Value(value)) => Some(value),
@@ -776,9 +790,20 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_database_url_stops_start_up_without_printing_its_password() {
+        let err = Settings::from_vars(vars(&[(
+            "DB_URL",
+            "postgresql://app:s3cret@db:notaport/orders",
+        )]))
+        .unwrap_err();
+        assert_eq!(err.variable, "DB_URL", "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
     fn redacts_the_password_only() {
         let url = DatabaseUrl::parse("postgresql://app:s3cret@db:5432/orders").unwrap();
-        assert_eq!(url.redacted(), "postgresql://app:***@db:5432/orders");
+        assert_eq!(url.redacted(), "postgresql://app@db:5432/orders");
         let url = DatabaseUrl::parse("sqlite://orders.db").unwrap();
         assert_eq!(url.redacted(), "sqlite://orders.db");
     }

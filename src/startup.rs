@@ -24,8 +24,6 @@ use crate::upstream::{self, Kitchen, KitchenClient, Payments, PaymentsClient};
 pub enum StartupError {
     #[error("cannot migrate the embedded database: {0}")]
     Migration(#[from] migrations::MigrationError),
-    #[error("DB_URL is not a usable database URL: {0}")]
-    DatabaseUrl(#[source] sqlx::Error),
     #[error("{0}")]
     Keys(#[from] crate::auth::KeyError),
     #[error("cannot listen on port {port}: {source}")]
@@ -149,7 +147,7 @@ impl Application {
 /// behind it. Tests drive it in-process with `oneshot`; nothing here
 /// connects to the database (the pools connect lazily).
 pub async fn app(settings: &Settings) -> Result<(Router, AppState), StartupError> {
-    let db = Database::connect_lazy(&settings.database).map_err(StartupError::DatabaseUrl)?;
+    let db = Database::connect_lazy(&settings.database);
     let repo = OrdersRepository::new(db);
     let upstreams = &settings.upstreams;
     let http = upstream::http_client(upstreams.connect_timeout, upstreams.timeout);
@@ -162,11 +160,14 @@ pub async fn app(settings: &Settings) -> Result<(Router, AppState), StartupError
         .as_ref()
         .map(|url| Arc::new(KitchenClient::new(http.clone(), url.clone())) as Arc<dyn Kitchen>);
     for (variable, configured) in [
-        (config::PAYMENTS_URL.name, payments.is_some()),
-        (config::KITCHEN_URL.name, kitchen.is_some()),
+        (config::PAYMENTS_URL, payments.is_some()),
+        (config::KITCHEN_URL, kitchen.is_some()),
     ] {
         if !configured {
-            tracing::warn!("{variable} is not set: paying for orders answers 503");
+            // The table says what an unset upstream means.
+            if let config::Fallback::Described(meaning) = variable.default {
+                tracing::warn!("{} is {meaning}", variable.name);
+            }
         }
     }
     let authenticator = authenticator(settings.auth.as_ref(), http.clone()).await?;

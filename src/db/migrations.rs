@@ -7,7 +7,6 @@
 
 use refinery_core::traits::r#async::{AsyncQuery, AsyncTransaction};
 use refinery_core::{AsyncMigrate, Migration, Report, Runner};
-use secrecy::ExposeSecret;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row, SqliteConnection};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -62,7 +61,7 @@ pub async fn run(url: &DatabaseUrl) -> Result<Report, MigrationError> {
     let runner = runner_for(url).set_abort_divergent(true);
     match url {
         DatabaseUrl::Postgres(url) => {
-            let mut conn = PgConnection::connect(url.expose_secret())
+            let mut conn = PgConnection::connect_with(url)
                 .await
                 .map_err(MigrationError::Connect)?;
             // A session lock: held across refinery's own transactions, and
@@ -83,7 +82,7 @@ pub async fn run(url: &DatabaseUrl) -> Result<Report, MigrationError> {
             Ok(report?)
         }
         DatabaseUrl::Sqlite(url) => {
-            let options = super::sqlite_options(url).map_err(MigrationError::Connect)?;
+            let options = super::sqlite_options(url);
             let conn = SqliteConnection::connect_with(&options)
                 .await
                 .map_err(MigrationError::Connect)?;

@@ -8,12 +8,9 @@ mod pg_pool;
 
 pub use pg_pool::{PgPool, WorkError, end_transaction};
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use sqlx::SqlitePool;
-use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::config::{DatabaseSettings, DatabaseUrl};
@@ -28,24 +25,20 @@ pub enum Database {
 impl Database {
     /// Builds the pool without connecting: the service must start (and
     /// report not-ready) while the database is down.
-    pub fn connect_lazy(settings: &DatabaseSettings) -> Result<Self, sqlx::Error> {
-        Ok(match &settings.url {
-            DatabaseUrl::Postgres(url) => {
-                let options = PgConnectOptions::from_str(url.expose_secret())?
-                    .application_name("orders-service");
-                Database::Postgres(PgPool::new(
-                    options,
-                    settings.pool_max,
-                    settings.acquire_timeout,
-                ))
-            }
-            DatabaseUrl::Sqlite(url) => Database::Sqlite(
+    pub fn connect_lazy(settings: &DatabaseSettings) -> Self {
+        match &settings.url {
+            DatabaseUrl::Postgres(options) => Database::Postgres(PgPool::new(
+                options.clone().application_name("orders-service"),
+                settings.pool_max,
+                settings.acquire_timeout,
+            )),
+            DatabaseUrl::Sqlite(options) => Database::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(settings.pool_max)
                     .acquire_timeout(settings.acquire_timeout)
-                    .connect_lazy_with(sqlite_options(url)?),
+                    .connect_lazy_with(sqlite_options(options)),
             ),
-        })
+        }
     }
 
     pub fn backend(&self) -> &'static str {
@@ -87,11 +80,12 @@ impl Database {
 /// a refund owed that was committed survives a power loss (NORMAL may lose
 /// the last commits). It costs about 0.2–0.3 ms per commit on this project's
 /// test machine (`bench/sqlite-durability.sh`).
-pub fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
-    Ok(SqliteConnectOptions::from_str(url)?
+pub fn sqlite_options(options: &SqliteConnectOptions) -> SqliteConnectOptions {
+    options
+        .clone()
         .create_if_missing(true)
         .foreign_keys(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(5)))
+        .busy_timeout(Duration::from_secs(5))
 }

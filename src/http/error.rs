@@ -346,3 +346,145 @@ pub fn detail_response(status: StatusCode, detail: impl Into<String>) -> Respons
 pub fn detail_json(detail: &str) -> Value {
     serde_json::json!({ "detail": detail })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OrderStatus;
+    use crate::lifecycle::Action;
+
+    fn answer(err: impl Into<ApiError>) -> (u16, String) {
+        let err = err.into();
+        let status = err.status().as_u16();
+        match err.detail() {
+            ErrorDetail::Message(text) => (status, text),
+            ErrorDetail::Fields(_) => (status, "fields".into()),
+        }
+    }
+
+    #[test]
+    fn each_outcome_has_its_status_and_a_sentence_that_says_why() {
+        let lost = UpstreamError::Lost("reset".into());
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (LifecycleError::NotFound.into(), 404, "order not found"),
+            (
+                LifecycleError::Refused {
+                    action: Action::Pay,
+                    status: OrderStatus::Cancelled,
+                }
+                .into(),
+                409,
+                "cannot pay an order that is cancelled",
+            ),
+            (
+                LifecycleError::Busy(Some(Activity::Paying)).into(),
+                409,
+                "retry shortly",
+            ),
+            (LifecycleError::Busy(None).into(), 409, "under way"),
+            (
+                LifecycleError::NotConfigured(Service::Kitchen).into(),
+                503,
+                "set KITCHEN_URL",
+            ),
+            (
+                LifecycleError::Upstream {
+                    service: Service::Kitchen,
+                    error: UpstreamError::Timeout,
+                }
+                .into(),
+                504,
+                "kitchen service did not answer in time",
+            ),
+            (
+                LifecycleError::Upstream {
+                    service: Service::Payments,
+                    error: UpstreamError::NotSent("refused".into()),
+                }
+                .into(),
+                503,
+                "payments service is unavailable: refused",
+            ),
+            (
+                LifecycleError::ChargeUnknown { error: lost }.into(),
+                502,
+                "paying again is safe",
+            ),
+            (
+                LifecycleError::ChargeUnknown {
+                    error: UpstreamError::Timeout,
+                }
+                .into(),
+                504,
+                "not known yet",
+            ),
+            (
+                LifecycleError::Declined {
+                    payment_id: uuid::Uuid::nil(),
+                }
+                .into(),
+                402,
+                "declined",
+            ),
+            (
+                LifecycleError::PaymentUnsettled { pending: true }.into(),
+                409,
+                "pending",
+            ),
+            (
+                LifecycleError::PaymentUnsettled { pending: false }.into(),
+                409,
+                "not known yet",
+            ),
+            (
+                LifecycleError::KitchenRefused.into(),
+                409,
+                "kitchen can no longer cancel",
+            ),
+            (
+                RepositoryError::PaymentUnsettled.into(),
+                409,
+                "not known yet",
+            ),
+            (
+                RepositoryError::Conflict {
+                    current: OrderStatus::Paid,
+                }
+                .into(),
+                409,
+                "the order is paid",
+            ),
+            (
+                RepositoryError::Unavailable(sqlx::Error::PoolTimedOut).into(),
+                503,
+                "database; retry shortly",
+            ),
+            (
+                RepositoryError::Corrupt("bad row".into()).into(),
+                500,
+                "internal server error",
+            ),
+            (ApiError::KeyedOrderDeleted, 409, "has been deleted"),
+        ];
+        for (err, status, words) in cases {
+            let (got, text) = answer(err);
+            assert_eq!(got, status, "{text}");
+            assert!(text.contains(words), "{status}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_server_error_keeps_its_cause_for_the_log_and_out_of_the_body() {
+        let err = ApiError::Storage(RepositoryError::Database(sqlx::Error::Protocol(
+            "secret detail".into(),
+        )));
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let cause = response.extensions().get::<ErrorCause>().expect("a cause");
+        assert!(cause.0.contains("secret detail"), "{}", cause.0);
+        let (_, text) = answer(ApiError::Storage(RepositoryError::Database(
+            sqlx::Error::Protocol("secret detail".into()),
+        )));
+        assert_eq!(text, "internal server error");
+    }
+}

@@ -8,7 +8,6 @@ use orders_service::domain::OrderStatus;
 use orders_service::repository::codec::{Id, Time};
 use orders_service::startup::Application;
 use reqwest::Response;
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::oneshot;
@@ -33,6 +32,23 @@ macro_rules! both_backends {
                     super::$name(crate::helpers::Backend::Sqlite).await
                 }
             )*
+        }
+    };
+}
+
+/// Runs one statement on a test database directly, whichever its backend;
+/// the codecs store the values as the service does.
+macro_rules! on_test_db {
+    ($url:expr, $sql:expr; $($bind:expr),* $(,)?) => {
+        match DatabaseUrl::parse($url).unwrap() {
+            DatabaseUrl::Postgres(options) => {
+                let mut conn = PgConnection::connect_with(&options).await.unwrap();
+                sqlx::query($sql)$(.bind($bind))*.execute(&mut conn).await.unwrap();
+            }
+            DatabaseUrl::Sqlite(options) => {
+                let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+                sqlx::query($sql)$(.bind($bind))*.execute(&mut conn).await.unwrap();
+            }
         }
     };
 }
@@ -285,47 +301,22 @@ impl TestApp {
     /// A `progress` order also gets a schedule id, as a real one has.
     pub async fn force_status(&self, id: Uuid, status: OrderStatus) {
         let schedule = (status == OrderStatus::Progress).then(Uuid::new_v4);
-        const SQL: &str =
+        on_test_db!(
+            &self.db.url,
             "UPDATE orders SET status = $1, schedule_id = COALESCE($3, schedule_id) WHERE id = $2";
-        // The same statement on either backend; the codecs store the values
-        // as the service does.
-        macro_rules! update {
-            ($connection:ty, $url:expr) => {{
-                sqlx::query(SQL)
-                    .bind(status.as_str())
-                    .bind(Id(id))
-                    .bind(schedule.map(Id))
-                    .execute(&mut <$connection>::connect(&$url).await.unwrap())
-                    .await
-                    .unwrap();
-            }};
-        }
-        match DatabaseUrl::parse(&self.db.url).unwrap() {
-            DatabaseUrl::Postgres(url) => update!(PgConnection, url.expose_secret()),
-            DatabaseUrl::Sqlite(url) => update!(sqlx::SqliteConnection, url),
-        }
+            status.as_str(), Id(id), schedule.map(Id)
+        );
     }
 
     /// Sets the order's upstream lease to end `seconds` from now (negative:
     /// already expired), as a request that died mid-call would leave it.
     pub async fn force_lease(&self, id: Uuid, seconds: i64) {
         let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds);
-        const SQL: &str = "UPDATE orders SET claimed_until = $1 WHERE id = $2";
-        // As in `force_status`.
-        macro_rules! update {
-            ($connection:ty, $url:expr) => {{
-                sqlx::query(SQL)
-                    .bind(Time(until))
-                    .bind(Id(id))
-                    .execute(&mut <$connection>::connect(&$url).await.unwrap())
-                    .await
-                    .unwrap();
-            }};
-        }
-        match DatabaseUrl::parse(&self.db.url).unwrap() {
-            DatabaseUrl::Postgres(url) => update!(PgConnection, url.expose_secret()),
-            DatabaseUrl::Sqlite(url) => update!(sqlx::SqliteConnection, url),
-        }
+        on_test_db!(
+            &self.db.url,
+            "UPDATE orders SET claimed_until = $1 WHERE id = $2";
+            Time(until), Id(id)
+        );
     }
 
     /// The order's status as stored.

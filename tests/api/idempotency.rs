@@ -119,7 +119,7 @@ async fn keys_of_two_users_do_not_collide(backend: Backend) {
         pool_max: 2,
         acquire_timeout: Duration::from_secs(5),
     };
-    let repo = OrdersRepository::new(Database::connect_lazy(&database).unwrap());
+    let repo = OrdersRepository::new(Database::connect_lazy(&database));
     let order = orders_service::http::validation::new_order(&latte_order()).unwrap();
     let key = IdempotencyKey {
         key: "shared",
