@@ -5,6 +5,7 @@
 mod helpers;
 
 mod auth;
+mod database_roles;
 mod fakes;
 mod faults;
 mod framework;
