@@ -17,10 +17,14 @@
 #
 # It is a second cluster of its own, never the machine's main one. PostgreSQL
 # refuses to run as root, so as root the cluster belongs to the `postgres`
-# user. The binaries are PostgreSQL 15's unless PG_BIN says otherwise.
+# user. The binaries are the newest of Debian's /usr/lib/postgresql/*/bin
+# (initdb and pg_ctl are not on the PATH there) unless PG_BIN says otherwise.
 set -euo pipefail
 
-PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+if [ -z "${PG_BIN:-}" ]; then
+    PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+    PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+fi
 
 usage() {
     echo "usage: $0 start DIR PORT | stop DIR" >&2
