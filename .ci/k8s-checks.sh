@@ -22,6 +22,7 @@ RENDERED=(
   k8s/overlays/eks
   k8s/overlays/eks/migrations
   k8s/overlays/eks-external-secrets
+  k8s/overlays/eks-external-secrets/secrets
 )
 SCANNED=(
   k8s/overlays/eks

@@ -16,7 +16,10 @@ use serde_json::Value;
 
 const SERVER_IMAGE: &str = "coffeemesh-orders";
 const MIGRATIONS_IMAGE: &str = "coffeemesh-orders-migrations";
+/// The server's Secret: a database user that reads and writes rows.
 const SECRET_NAME: &str = "db-credentials";
+/// The migrations Job's Secret: the schema's owner.
+const MIGRATIONS_SECRET_NAME: &str = "db-migrations-credentials";
 const SECRET_KEY: &str = "DB_URL";
 const NAMESPACE: &str = "orders-service";
 
@@ -42,6 +45,10 @@ fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Applied on its own, before the migrations Job, in the External Secrets
+/// way of README.md's EKS guide.
+const EXTERNAL_SECRETS_FIRST: &str = "k8s/overlays/eks-external-secrets/secrets";
+
 fn kustomizations() -> BTreeSet<&'static str> {
     OVERLAYS
         .iter()
@@ -49,12 +56,19 @@ fn kustomizations() -> BTreeSet<&'static str> {
         .collect()
 }
 
+/// Every kustomization a test renders.
+fn rendered_kustomizations() -> BTreeSet<&'static str> {
+    let mut all = kustomizations();
+    all.insert(EXTERNAL_SECRETS_FIRST);
+    all
+}
+
 /// Every kustomization rendered once for all the tests of this file.
 fn rendered(kustomization: &str) -> &'static [Value] {
     static RENDERS: OnceLock<BTreeMap<&'static str, Vec<Value>>> = OnceLock::new();
     RENDERS
         .get_or_init(|| {
-            kustomizations()
+            rendered_kustomizations()
                 .into_iter()
                 .map(|directory| (directory, render(directory)))
                 .collect()
@@ -271,6 +285,16 @@ fn every_environment_variable_a_manifest_sets_is_one_the_configuration_reads() {
     }
 }
 
+/// The Secret a container of ours reads: the Job's is the schema owner's.
+fn expected_secret(container: &Value) -> &'static str {
+    let (image, _) = image_name_and_tag(text(&container["image"]));
+    if image == MIGRATIONS_IMAGE {
+        MIGRATIONS_SECRET_NAME
+    } else {
+        SECRET_NAME
+    }
+}
+
 #[test]
 fn the_database_url_comes_from_the_key_db_url_of_the_db_credentials_secret() {
     assert!(VARIABLES.iter().any(|variable| variable.name == SECRET_KEY));
@@ -279,7 +303,7 @@ fn the_database_url_comes_from_the_key_db_url_of_the_db_credentials_secret() {
             let name = text(&container["name"]);
             assert_eq!(
                 secret_refs(container),
-                [SECRET_NAME],
+                [expected_secret(container)],
                 "{kustomization}: container {name} reads its Secret with envFrom"
             );
             assert_eq!(
@@ -288,17 +312,28 @@ fn the_database_url_comes_from_the_key_db_url_of_the_db_credentials_secret() {
                 "{kustomization}: container {name} must not set {SECRET_KEY} in plain text"
             );
         }
-        if let Some(secret_keys) = secret_keys(kustomization, SECRET_NAME) {
-            assert_eq!(
-                secret_keys,
-                BTreeSet::from([SECRET_KEY.to_owned()]),
-                "{kustomization}: the keys of {SECRET_NAME}"
-            );
+        for secret in [SECRET_NAME, MIGRATIONS_SECRET_NAME] {
+            if let Some(secret_keys) = secret_keys(kustomization, secret) {
+                assert_eq!(
+                    secret_keys,
+                    BTreeSet::from([SECRET_KEY.to_owned()]),
+                    "{kustomization}: the keys of {secret}"
+                );
+            }
         }
     }
-    // Production's secret is never committed: created by hand or synced.
-    assert_eq!(secret_keys("k8s/overlays/eks", SECRET_NAME), None);
-    assert!(secret_keys("k8s/overlays/eks-external-secrets", SECRET_NAME).is_some());
+    // Production's secrets are never committed: created by hand or synced.
+    for secret in [SECRET_NAME, MIGRATIONS_SECRET_NAME] {
+        assert_eq!(secret_keys("k8s/overlays/eks", secret), None);
+        assert!(secret_keys("k8s/overlays/eks-external-secrets", secret).is_some());
+        assert!(
+            secret_keys("k8s/overlays/eks-external-secrets/secrets", secret).is_some(),
+            "the ExternalSecrets can be applied before the migrations Job"
+        );
+    }
+    // The local overlay generates both, and the Job's kustomization reads its
+    // Secret from there.
+    assert!(secret_keys("k8s/overlays/local", MIGRATIONS_SECRET_NAME).is_some());
     assert_eq!(
         objects("k8s/overlays/eks-external-secrets", "Secret").count(),
         0
@@ -611,6 +646,82 @@ fn the_migrations_job_runs_migrate_at_the_release_of_the_server() {
             );
         }
     }
+}
+
+#[test]
+fn the_migrations_job_and_the_server_use_different_database_users() {
+    for (overlay, migrations) in OVERLAYS {
+        let server = container(deployment(overlay), "orders-service");
+        let migrate = container(migrations_job(migrations), "migrate");
+        assert_eq!(secret_refs(server), [SECRET_NAME], "{overlay}");
+        assert_eq!(
+            secret_refs(migrate),
+            [MIGRATIONS_SECRET_NAME],
+            "{migrations}"
+        );
+        assert_ne!(
+            secret_refs(server),
+            secret_refs(migrate),
+            "{overlay}: the server must not hold the schema owner's credentials"
+        );
+    }
+    // The ExternalSecrets applied before the Job are the overlay's own.
+    let names = |kustomization: &str| -> BTreeSet<String> {
+        objects(kustomization, "ExternalSecret")
+            .map(|external| text(&external["spec"]["target"]["name"]).to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(EXTERNAL_SECRETS_FIRST),
+        names("k8s/overlays/eks-external-secrets")
+    );
+    for object in rendered(EXTERNAL_SECRETS_FIRST) {
+        let kind = text(&object["kind"]);
+        assert!(
+            ["ExternalSecret", "SecretStore", "ServiceAccount"].contains(&kind),
+            "{EXTERNAL_SECRETS_FIRST} renders a {kind}"
+        );
+    }
+}
+
+/// The RDS certificate bundle that DB_URL's `sslrootcert` names on EKS.
+const RDS_CA_CONFIG_MAP: &str = "rds-ca-bundle";
+const RDS_CA_DIRECTORY: &str = "/etc/rds-ca";
+
+#[test]
+fn on_eks_both_workloads_mount_the_rds_certificate_bundle_read_only() {
+    for (overlay, migrations) in OVERLAYS {
+        if overlay == "k8s/overlays/local" {
+            continue;
+        }
+        for (workload, name) in [
+            (deployment(overlay), "orders-service"),
+            (migrations_job(migrations), "migrate"),
+        ] {
+            let volume = array(&pod_spec(workload)["volumes"])
+                .iter()
+                .find(|volume| volume["configMap"]["name"] == RDS_CA_CONFIG_MAP)
+                .unwrap_or_else(|| panic!("{overlay}: {name} has no {RDS_CA_CONFIG_MAP} volume"));
+            let mount = array(&container(workload, name)["volumeMounts"])
+                .iter()
+                .find(|mount| mount["name"] == volume["name"])
+                .unwrap_or_else(|| panic!("{overlay}: {name} does not mount it"));
+            assert_eq!(mount["mountPath"], RDS_CA_DIRECTORY, "{overlay}: {name}");
+            assert_eq!(mount["readOnly"], true, "{overlay}: {name}");
+        }
+    }
+    // The guide's URLs name the mounted file and verify the host name.
+    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!(
+            "sslmode=verify-full&sslrootcert={RDS_CA_DIRECTORY}/global-bundle.pem"
+        )),
+        "README.md's DB_URL verifies Aurora's certificate against the mounted bundle"
+    );
+    assert!(
+        !readme.contains("sslmode=require"),
+        "README.md must not leave Aurora's certificate unchecked"
+    );
 }
 
 /// One Dockerfile instruction per entry, continuation lines joined.

@@ -125,6 +125,15 @@ impl TestDatabase {
 }
 
 impl TestDatabase {
+    /// A database someone else creates and drops, such as a test that
+    /// needs its own roles or its own server.
+    pub fn unmanaged(url: String) -> Self {
+        Self {
+            url,
+            cleanup: Cleanup::None,
+        }
+    }
+
     /// The same database, for a second service on it; the first one drops it.
     pub fn share(&self) -> Self {
         Self {
@@ -134,29 +143,34 @@ impl TestDatabase {
     }
 }
 
+/// Runs `cleanup` to the end from a `Drop`, which runs inside the test's
+/// runtime and so cannot block on it: on a thread and runtime of its own.
+pub fn block_on_own_thread(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(cleanup);
+    })
+    .join();
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         match &self.cleanup {
             Cleanup::None => {}
             Cleanup::Postgres { admin_url, name } => {
                 let (admin_url, name) = (admin_url.clone(), name.clone());
-                // Drop runs inside the test's runtime: use a thread of our own.
-                let _ = std::thread::spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("runtime");
-                    runtime.block_on(async {
-                        if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            )))
-                            .execute(&mut admin)
-                            .await;
-                        }
-                    });
-                })
-                .join();
+                block_on_own_thread(async move {
+                    if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut admin)
+                        .await;
+                    }
+                });
             }
             Cleanup::Sqlite { path } => {
                 for suffix in ["", "-wal", "-shm"] {
@@ -328,6 +342,19 @@ impl TestApp {
             .await
             .unwrap();
         order["status"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until `/readyz` answers 200, at most `within`.
+    pub async fn wait_until_ready(&self, within: Duration) {
+        let started = std::time::Instant::now();
+        while self.get("/readyz").await.status() != 200 {
+            assert!(
+                started.elapsed() < within,
+                "{} never became ready",
+                self.address
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Stops the service the way SIGTERM does and waits for it to finish.

@@ -5,6 +5,8 @@
 mod helpers;
 
 mod auth;
+mod database_roles;
+mod database_tls;
 mod fakes;
 mod faults;
 mod framework;
