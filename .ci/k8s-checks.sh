@@ -22,15 +22,17 @@ RENDERED=(
   k8s/overlays/eks
   k8s/overlays/eks/migrations
   k8s/overlays/eks-external-secrets
+  k8s/aws-observability
 )
 SCANNED=(
   k8s/overlays/eks
   k8s/overlays/eks/migrations
   k8s/overlays/eks-external-secrets
+  k8s/aws-observability
 )
 # Custom resources kubernetes-validate has no schema for; the Rust test
 # tests/deployment.rs checks the fields of these that the service relies on.
-CUSTOM_KINDS='ExternalSecret|SecretStore'
+CUSTOM_KINDS='ExternalSecret|SecretStore|SecurityGroupPolicy'
 
 step() { printf '\n== %s\n' "$*"; }
 
