@@ -6,7 +6,7 @@
 # The builder stages are identical to the Dockerfile's, so building one image
 # after the other reuses every cached layer up to the runtime stage.
 
-FROM rust:1.95.0-slim-bookworm AS chef
+FROM rust:1.95.0-slim-trixie AS chef
 WORKDIR /app
 RUN cargo install --locked cargo-chef@0.1.78
 
@@ -26,8 +26,9 @@ COPY . .
 # The SQL migrations are embedded in both binaries at compile time.
 RUN cargo build --release --locked --bin orders-service --bin migrate
 
-# Debian 12 like the builder, so the binary finds the glibc it was linked with.
-FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+# Debian 13 like the builder (rust:<version>-slim-trixie), so the binary finds the
+# glibc it was linked with: never older than the builder's.
+FROM gcr.io/distroless/cc-debian13:nonroot AS runtime
 COPY --from=builder /app/target/release/migrate /usr/local/bin/migrate
 # 65532 is distroless's `nonroot`; numeric so that runAsNonRoot can verify it.
 USER 65532:65532

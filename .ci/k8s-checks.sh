@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Deployment checks: lints both Dockerfiles, renders every kustomization,
 # validates every rendered object against the Kubernetes API schema of the
-# cluster version in deploy/eks/cluster.yaml, and scans the EKS renders with
-# checkov. The tools are pinned and installed from PyPI into .ci/.venv.
+# cluster version in deploy/eks/cluster.yaml, scans the EKS renders with
+# checkov, and holds the production rules (authentication, HTTPS, security
+# groups for pods, Fargate sizing, base images, pinned charts). The tools are
+# pinned and installed from PyPI into .ci/.venv.
 #   bash .ci/k8s-checks.sh
 set -euo pipefail
 
@@ -23,15 +25,17 @@ RENDERED=(
   k8s/overlays/eks/migrations
   k8s/overlays/eks-external-secrets
   k8s/overlays/eks-external-secrets/secrets
+  k8s/aws-observability
 )
 SCANNED=(
   k8s/overlays/eks
   k8s/overlays/eks/migrations
   k8s/overlays/eks-external-secrets
+  k8s/aws-observability
 )
-# Custom resources kubernetes-validate has no schema for; the Rust test
-# tests/deployment.rs checks the fields of these that the service relies on.
-CUSTOM_KINDS='ExternalSecret|SecretStore'
+# Custom resources kubernetes-validate has no schema for; the rules below and
+# tests/deployment.rs check the fields of these that the service relies on.
+CUSTOM_KINDS='ExternalSecret|SecretStore|SecurityGroupPolicy'
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -137,6 +141,170 @@ if [[ "$failed" -ne 0 ]]; then
   echo "checkov: failed checks" >&2
   exit 1
 fi
+
+step "production rules"
+# The same rules as tests/deployment.rs, on the renders above, so that this
+# script alone tells whether the EKS deployment is safe by default.
+"$VENV/bin/python" - "$OUT" <<'PY'
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+out = Path(sys.argv[1])
+problems = []
+
+
+def render(directory):
+    path = out / (directory.replace("/", "_") + ".yaml")
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def find(objects, kind, name):
+    for item in objects:
+        if item["kind"] == kind and item["metadata"]["name"] == name:
+            return item
+    problems.append(f"no {kind} {name}")
+    return {}
+
+
+def containers(workload):
+    spec = workload.get("spec", {}).get("template", {}).get("spec", {})
+    return spec.get("initContainers", []) + spec.get("containers", [])
+
+
+def env(container):
+    return {entry["name"]: entry.get("value") for entry in container.get("env", [])}
+
+
+EKS_APPS = ["k8s/overlays/eks", "k8s/overlays/eks-external-secrets"]
+EKS_JOBS = ["k8s/overlays/eks/migrations"]
+ALL = EKS_APPS + EKS_JOBS + [
+    "k8s/base", "k8s/base/migrations", "k8s/overlays/local",
+    "k8s/overlays/local/migrations", "k8s/aws-observability",
+]
+
+# Authentication: on in the base and the EKS overlays, off only in local.
+for directory, wanted in [("k8s/base", "true"), ("k8s/overlays/local", "false")] + [(d, "true") for d in EKS_APPS]:
+    server = containers(find(render(directory), "Deployment", "orders-service"))[0]
+    variables = env(server)
+    if variables.get("AUTH_ON") != wanted:
+        problems.append(f"{directory}: AUTH_ON={variables.get('AUTH_ON')}, wanted {wanted}")
+    if directory in EKS_APPS:
+        for name in ["JWT_JWKS_URL", "JWT_AUDIENCE", "JWT_ISSUER"]:
+            if not variables.get(name):
+                problems.append(f"{directory}: {name} is not set")
+        if not str(variables.get("JWT_JWKS_URL", "")).startswith("https://"):
+            problems.append(f"{directory}: JWT_JWKS_URL is not https")
+
+for directory in EKS_APPS:
+    objects = render(directory)
+    # HTTPS: 443 with a certificate, 80 only to redirect.
+    notes = find(objects, "Ingress", "orders-service").get("metadata", {}).get("annotations", {})
+    ports = json.loads(notes.get("alb.ingress.kubernetes.io/listen-ports", "[]"))
+    if {"HTTPS": 443} not in ports:
+        problems.append(f"{directory}: the ALB does not listen on 443")
+    if any(list(port) != ["HTTPS"] and port != {"HTTP": 80} for port in ports):
+        problems.append(f"{directory}: unexpected listen-ports {ports}")
+    if {"HTTP": 80} in ports and notes.get("alb.ingress.kubernetes.io/ssl-redirect") != "443":
+        problems.append(f"{directory}: port 80 is not redirected to 443")
+    if not notes.get("alb.ingress.kubernetes.io/certificate-arn", "").startswith("arn:aws:acm:"):
+        problems.append(f"{directory}: no ACM certificate on the Ingress")
+    # Security groups for pods: the server's and the Job's pods.
+    policy = find(objects, "SecurityGroupPolicy", "orders-service")
+    if policy.get("apiVersion") != "vpcresources.k8s.aws/v1beta1":
+        problems.append(f"{directory}: SecurityGroupPolicy apiVersion {policy.get('apiVersion')}")
+    selected = set()
+    for expression in policy.get("spec", {}).get("podSelector", {}).get("matchExpressions", []):
+        if expression.get("key") == "app" and expression.get("operator") == "In":
+            selected.update(expression.get("values", []))
+    if not {"orders-service", "orders-service-migrations"} <= selected:
+        problems.append(f"{directory}: the SecurityGroupPolicy selects {sorted(selected)}")
+    if len(policy.get("spec", {}).get("securityGroups", {}).get("groupIds", [])) < 2:
+        problems.append(f"{directory}: the pods need their own group and the cluster group")
+
+# Fargate: no spread constraints, requests equal limits, and the pod size the
+# README states is the one Fargate bills (requests + 256 MB, rounded up).
+MIB = 1024 * 1024
+FARGATE = {0.25: [0.5, 1, 2], 0.5: [1, 2, 3, 4], 1: [2, 3, 4, 5, 6, 7, 8],
+           2: list(range(4, 17)), 4: list(range(8, 31))}
+
+
+def cpu(quantity):
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def memory(quantity):
+    units = {"Ki": 1024, "Mi": MIB, "Gi": 1024 * MIB, "M": 10**6, "G": 10**9}
+    for unit, factor in units.items():
+        if str(quantity).endswith(unit):
+            return int(str(quantity)[: -len(unit)]) * factor
+    return int(quantity)
+
+
+sizes = set()
+for directory in ALL:
+    for item in render(directory):
+        spec = item.get("spec", {}).get("template", {}).get("spec", {})
+        if "topologySpreadConstraints" in spec:
+            problems.append(f"{directory}: {item['kind']} {item['metadata']['name']} has topologySpreadConstraints")
+        if directory in EKS_APPS + EKS_JOBS and spec:
+            resources = [c.get("resources", {}) for c in containers(item)]
+            for r in resources:
+                if r.get("requests") != r.get("limits"):
+                    problems.append(f"{directory}: requests differ from limits in {item['metadata']['name']}")
+            vcpu = sum(cpu(r["requests"]["cpu"]) for r in resources)
+            need = sum(memory(r["requests"]["memory"]) for r in resources) + 256 * MIB
+            fits = [(c, m) for c, ms in FARGATE.items() for m in ms if c >= vcpu and m * 1024 * MIB >= need]
+            sizes.add(min(fits))
+readme = Path("README.md").read_text()
+for vcpu, gb in sizes:
+    stated = f"billed as {vcpu:g} vCPU and {gb:g} GB"
+    if stated not in readme.replace("\n", " "):
+        problems.append(f"README.md does not state the billed Fargate size: '{stated}'")
+if len(sizes) != 1:
+    problems.append(f"the EKS pods bill as several Fargate sizes: {sorted(sizes)}")
+
+# The log router: the namespace AWS requires, CloudWatch with a retention.
+observability = render("k8s/aws-observability")
+namespace = find(observability, "Namespace", "aws-observability")
+if namespace.get("metadata", {}).get("labels", {}).get("aws-observability") != "enabled":
+    problems.append("aws-observability lacks the aws-observability: enabled label")
+logging = find(observability, "ConfigMap", "aws-logging")
+output = logging.get("data", {}).get("output.conf", "")
+if "cloudwatch_logs" not in output or not re.search(r"log_retention_days\s+\d+", output):
+    problems.append("aws-logging does not send to CloudWatch with a retention")
+if sum(len(k) + len(v) for k, v in logging.get("data", {}).items()) > 5300:
+    problems.append("aws-logging is over Fargate's 5300 characters")
+
+# Base images: both Dockerfiles on Debian 13, the builder at least the
+# crate's rust-version.
+rust_version = re.search(r'^rust-version\s*=\s*"([\d.]+)"', Path("Cargo.toml").read_text(), re.M).group(1)
+for dockerfile in ["Dockerfile", "migrations.dockerfile"]:
+    images = re.findall(r"^FROM\s+(\S+)", Path(dockerfile).read_text(), re.M)
+    builder = re.fullmatch(r"rust:(\d+\.\d+\.\d+)-slim-trixie", images[0])
+    if not builder:
+        problems.append(f"{dockerfile}: the builder {images[0]} is not rust:<version>-slim-trixie")
+    elif [int(x) for x in builder.group(1).split(".")] < [int(x) for x in rust_version.split(".")]:
+        problems.append(f"{dockerfile}: rust {builder.group(1)} is older than rust-version {rust_version}")
+    if images[-1] != "gcr.io/distroless/cc-debian13:nonroot":
+        problems.append(f"{dockerfile}: the runtime {images[-1]} is not cc-debian13:nonroot")
+
+# Every Helm install in the README names a chart version.
+commands = re.sub(r"\\\n\s*", " ", readme)
+for line in commands.splitlines():
+    if re.match(r"\s*helm (upgrade --install|install)\b", line) and "--version" not in line:
+        problems.append(f"README.md: a helm install without --version: {line.strip()[:80]}")
+
+for problem in problems:
+    print(f"  FAILED {problem}")
+print(f"production rules: {len(problems)} problems")
+sys.exit(1 if problems else 0)
+PY
 
 step "rendered objects"
 for dir in "${RENDERED[@]}"; do

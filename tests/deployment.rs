@@ -33,6 +33,13 @@ const OVERLAYS: [(&str, &str); 3] = [
     ),
 ];
 
+/// The base, rendered for its defaults, and the Fargate log router's
+/// configuration, which runs none of our images.
+const OTHER_RENDERS: [&str; 2] = ["k8s/base", "k8s/aws-observability"];
+
+/// The overlays that run on EKS, on Fargate.
+const EKS_OVERLAYS: [&str; 2] = ["k8s/overlays/eks", "k8s/overlays/eks-external-secrets"];
+
 /// The ingress exposes these and nothing else: the operational endpoints
 /// stay inside the cluster.
 const PUBLIC_PATHS: [(&str, &str); 3] = [
@@ -70,6 +77,7 @@ fn rendered(kustomization: &str) -> &'static [Value] {
         .get_or_init(|| {
             rendered_kustomizations()
                 .into_iter()
+                .chain(OTHER_RENDERS)
                 .map(|directory| (directory, render(directory)))
                 .collect()
         })
@@ -556,7 +564,7 @@ fn the_namespace_enforces_the_restricted_profile_and_injects_readiness_gates() {
 }
 
 #[test]
-fn the_eks_overlay_keeps_two_replicas_spread_across_zones() {
+fn the_eks_overlay_keeps_two_replicas() {
     let overlay = "k8s/overlays/eks";
     let deployment = deployment(overlay);
     let replicas = deployment["spec"]["replicas"].as_u64();
@@ -576,12 +584,228 @@ fn the_eks_overlay_keeps_two_replicas_spread_across_zones() {
         budget["spec"]["selector"]["matchLabels"]["app"],
         "orders-service"
     );
-    let zones = array(&pod_spec(deployment)["topologySpreadConstraints"])
-        .iter()
-        .any(|constraint| constraint["topologyKey"] == "topology.kubernetes.io/zone");
-    assert!(zones, "{overlay}: pods spread across zones");
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
     assert_eq!(labels["app.kubernetes.io/name"], "orders-service");
+}
+
+/// Fargate ignores them (one pod per node); it spreads pods over the subnets
+/// of the Fargate profile instead (README.md, Deploy to AWS EKS, step 11).
+#[test]
+fn no_workload_has_topology_spread_constraints() {
+    for kustomization in kustomizations().into_iter().chain(OTHER_RENDERS) {
+        for workload in rendered(kustomization) {
+            assert!(
+                pod_spec(workload)["topologySpreadConstraints"].is_null(),
+                "{kustomization}: {} {}",
+                workload["kind"],
+                workload["metadata"]["name"]
+            );
+        }
+    }
+}
+
+#[test]
+fn authentication_is_on_in_the_base_and_on_eks_and_off_only_locally() {
+    let auth_on = |kustomization: &str| {
+        env_value(
+            container(deployment(kustomization), "orders-service"),
+            "AUTH_ON",
+        )
+        .map(str::to_owned)
+    };
+    assert_eq!(auth_on("k8s/base").as_deref(), Some("true"));
+    assert_eq!(auth_on("k8s/overlays/local").as_deref(), Some("false"));
+    for overlay in EKS_OVERLAYS {
+        assert_eq!(auth_on(overlay).as_deref(), Some("true"), "{overlay}");
+        let server = container(deployment(overlay), "orders-service");
+        for variable in ["JWT_JWKS_URL", "JWT_ISSUER"] {
+            let value = env_value(server, variable).unwrap_or_default();
+            assert!(
+                value.starts_with("https://"),
+                "{overlay}: {variable}={value}"
+            );
+        }
+        assert!(
+            !env_value(server, "JWT_AUDIENCE")
+                .unwrap_or_default()
+                .is_empty(),
+            "{overlay}: JWT_AUDIENCE"
+        );
+    }
+    for (overlay, _) in OVERLAYS {
+        if !EKS_OVERLAYS.contains(&overlay) {
+            assert_eq!(overlay, "k8s/overlays/local", "only local turns it off");
+        }
+    }
+}
+
+#[test]
+fn the_eks_ingress_serves_https_with_a_certificate_and_redirects_http() {
+    for overlay in EKS_OVERLAYS {
+        let annotations = &object(overlay, "Ingress", "orders-service")["metadata"]["annotations"];
+        let annotation =
+            |name: &str| text(&annotations[format!("alb.ingress.kubernetes.io/{name}")]);
+        let ports: Vec<Value> = serde_json::from_str(annotation("listen-ports"))
+            .unwrap_or_else(|error| panic!("{overlay}: listen-ports: {error}"));
+        assert!(
+            ports.contains(&serde_json::json!({"HTTPS": 443})),
+            "{overlay}: {ports:?}"
+        );
+        for port in &ports {
+            assert!(
+                port.get("HTTPS").is_some() || *port == serde_json::json!({"HTTP": 80}),
+                "{overlay}: plain HTTP on {port}"
+            );
+        }
+        if ports.contains(&serde_json::json!({"HTTP": 80})) {
+            assert_eq!(annotation("ssl-redirect"), "443", "{overlay}");
+        }
+        assert!(
+            annotation("certificate-arn").starts_with("arn:aws:acm:"),
+            "{overlay}: an ACM certificate"
+        );
+    }
+}
+
+#[test]
+fn a_security_group_policy_gives_the_eks_pods_their_own_group() {
+    for overlay in EKS_OVERLAYS {
+        let policy = object(overlay, "SecurityGroupPolicy", "orders-service");
+        assert_eq!(policy["apiVersion"], "vpcresources.k8s.aws/v1beta1");
+        assert_eq!(policy["metadata"]["namespace"], NAMESPACE);
+        let selected: BTreeSet<&str> = array(&policy["spec"]["podSelector"]["matchExpressions"])
+            .iter()
+            .filter(|expression| expression["key"] == "app" && expression["operator"] == "In")
+            .flat_map(|expression| array(&expression["values"]).iter().map(text))
+            .collect();
+        let server_app =
+            text(&deployment(overlay)["spec"]["template"]["metadata"]["labels"]["app"]);
+        let job = migrations_job("k8s/overlays/eks/migrations");
+        let job_app = text(&job["spec"]["template"]["metadata"]["labels"]["app"]);
+        assert!(
+            selected.contains(server_app) && selected.contains(job_app),
+            "{overlay}: selects {selected:?}"
+        );
+        let groups = array(&policy["spec"]["securityGroups"]["groupIds"]);
+        assert_eq!(
+            groups.len(),
+            2,
+            "{overlay}: the pods' group and the cluster group"
+        );
+        assert!(groups.iter().all(|group| text(group).starts_with("sg-")));
+    }
+}
+
+/// Fargate's vCPU and memory combinations (GB), smallest first.
+const FARGATE_SIZES: [(f64, &[f64]); 5] = [
+    (0.25, &[0.5, 1.0, 2.0]),
+    (0.5, &[1.0, 2.0, 3.0, 4.0]),
+    (1.0, &[2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]),
+    (
+        2.0,
+        &[
+            4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0,
+        ],
+    ),
+    (
+        4.0,
+        &[
+            8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0, 19.0, 20.0, 21.0, 22.0,
+            23.0, 24.0, 25.0, 26.0, 27.0, 28.0, 29.0, 30.0,
+        ],
+    ),
+];
+
+fn cpu_cores(quantity: &str) -> f64 {
+    match quantity.strip_suffix('m') {
+        Some(millis) => millis.parse::<f64>().expect("millicores") / 1000.0,
+        None => quantity.parse().expect("cores"),
+    }
+}
+
+fn memory_mib(quantity: &str) -> f64 {
+    for (unit, mib) in [("Gi", 1024.0), ("Mi", 1.0), ("Ki", 1.0 / 1024.0)] {
+        if let Some(number) = quantity.strip_suffix(unit) {
+            return number.parse::<f64>().expect("memory") * mib;
+        }
+    }
+    panic!("memory {quantity} in a unit this test does not read")
+}
+
+/// The Fargate size a pod bills as: its requests plus the 256 MB Fargate adds
+/// for its own components, rounded up to the next supported combination.
+fn fargate_size(workload: &Value) -> (f64, f64) {
+    let (cpu, memory) = containers(workload).fold((0.0, 256.0), |(cpu, memory), container| {
+        let requests = &container["resources"]["requests"];
+        (
+            cpu + cpu_cores(text(&requests["cpu"])),
+            memory + memory_mib(text(&requests["memory"])),
+        )
+    });
+    FARGATE_SIZES
+        .iter()
+        .filter(|(vcpu, _)| *vcpu >= cpu)
+        .flat_map(|(vcpu, gbs)| gbs.iter().map(move |gb| (*vcpu, *gb)))
+        .find(|(_, gb)| gb * 1024.0 >= memory)
+        .expect("a Fargate size")
+}
+
+#[test]
+fn every_eks_pod_bills_as_the_fargate_size_the_readme_states() {
+    let readme = std::fs::read_to_string(repository().join("README.md"))
+        .expect("README.md")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let workloads = EKS_OVERLAYS
+        .iter()
+        .map(|overlay| deployment(overlay))
+        .chain([migrations_job("k8s/overlays/eks/migrations")]);
+    for workload in workloads {
+        for container in containers(workload) {
+            let resources = &container["resources"];
+            assert_eq!(
+                resources["requests"], resources["limits"],
+                "Fargate needs requests = limits"
+            );
+        }
+        let (vcpu, gb) = fargate_size(workload);
+        let stated = format!("billed as {vcpu} vCPU and {gb} GB");
+        assert!(
+            readme.contains(&stated),
+            "{}: README.md must say it is {stated}",
+            workload["metadata"]["name"]
+        );
+    }
+}
+
+#[test]
+fn the_fargate_log_router_sends_to_cloudwatch_with_a_retention() {
+    let kustomization = "k8s/aws-observability";
+    let namespace = object(kustomization, "Namespace", "aws-observability");
+    assert_eq!(
+        namespace["metadata"]["labels"]["aws-observability"],
+        "enabled"
+    );
+    let logging = object(kustomization, "ConfigMap", "aws-logging");
+    assert_eq!(logging["metadata"]["namespace"], "aws-observability");
+    let output = text(&logging["data"]["output.conf"]);
+    assert!(output.contains("Name cloudwatch_logs"), "{output}");
+    let retention = output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("log_retention_days"))
+        .map(|days| days.trim().parse::<u32>().expect("days"));
+    assert!(retention.is_some_and(|days| days > 0), "{output}");
+    let size: usize = logging["data"]
+        .as_object()
+        .expect("data")
+        .iter()
+        .map(|(key, value)| key.len() + text(value).len())
+        .sum();
+    assert!(
+        size <= 5300,
+        "Fargate rejects an aws-logging of {size} characters"
+    );
 }
 
 #[test]
@@ -964,5 +1188,81 @@ fn patched_crates_reach_the_dependency_build_of_both_images() {
                 ".dockerignore leaves out {top}"
             );
         }
+    }
+}
+
+fn version_numbers(version: &str) -> Vec<u32> {
+    version
+        .split('.')
+        .map(|part| part.parse().expect("a numeric version"))
+        .collect()
+}
+
+/// Builder and runtime on Debian 13, so the binary runs against the glibc it
+/// was linked with, and a builder no older than the crate's rust-version.
+#[test]
+fn both_images_build_and_run_on_debian_13() {
+    let rust_version = manifest_lines("[package]")
+        .iter()
+        .find_map(|line| {
+            let value = line
+                .strip_prefix("rust-version")?
+                .trim_start()
+                .strip_prefix('=')?;
+            Some(value.trim().trim_matches('"').to_owned())
+        })
+        .expect("rust-version in Cargo.toml");
+    for dockerfile in ["Dockerfile", "migrations.dockerfile"] {
+        let instructions = instructions(dockerfile);
+        let images: Vec<&str> = instructions
+            .iter()
+            .filter(|(keyword, _)| keyword == "FROM")
+            .filter_map(|(_, arguments)| arguments.split_whitespace().next())
+            .collect();
+        let builder = images[0]
+            .strip_prefix("rust:")
+            .and_then(|tag| tag.strip_suffix("-slim-trixie"))
+            .unwrap_or_else(|| panic!("{dockerfile}: builder {}", images[0]));
+        assert_eq!(
+            builder.split('.').count(),
+            3,
+            "{dockerfile}: a full rust version, not a moving tag"
+        );
+        assert!(
+            version_numbers(builder) >= version_numbers(&rust_version),
+            "{dockerfile}: rust {builder} < rust-version {rust_version}"
+        );
+        assert_eq!(
+            images.last().copied(),
+            Some("gcr.io/distroless/cc-debian13:nonroot"),
+            "{dockerfile}"
+        );
+    }
+}
+
+/// Every `helm install` or `helm upgrade --install` of the README names the
+/// chart version it was written against.
+#[test]
+fn every_helm_install_in_the_readme_pins_a_chart_version() {
+    let readme = std::fs::read_to_string(repository().join("README.md")).expect("README.md");
+    let joined = readme.replace("\\\n", " ");
+    let installs: Vec<&str> = joined
+        .lines()
+        .filter(|line| {
+            let line = line.trim_start();
+            line.starts_with("helm install") || line.starts_with("helm upgrade --install")
+        })
+        .collect();
+    assert!(!installs.is_empty(), "the README installs charts with helm");
+    for install in installs {
+        let words: Vec<&str> = install.split_whitespace().collect();
+        let version = words
+            .windows(2)
+            .find(|pair| pair[0] == "--version")
+            .map(|pair| pair[1]);
+        assert!(
+            version.is_some_and(|version| version.chars().all(|c| c.is_ascii_digit() || c == '.')),
+            "a chart without an exact --version: {install}"
+        );
     }
 }
