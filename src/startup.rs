@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -93,47 +92,66 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let readiness = self.state.readiness.clone();
-        let drain_started = Arc::new(Notify::new());
-        let notify = drain_started.clone();
+        let stop_reconciling = CancellationToken::new();
+        // When SIGTERM came: the one deadline, for the requests in flight
+        // and then the background work (pays whose clients hung up, the
+        // reconciler's call in hand), runs from there.
+        let drain_started = Arc::new(std::sync::OnceLock::new());
+        let (stop, started) = (stop_reconciling.clone(), drain_started.clone());
         let signal = async move {
             shutdown.await;
+            let _ = started.set(tokio::time::Instant::now());
             readiness.start_draining();
+            // No new background work from now on; the item in hand finishes.
+            stop.cancel();
             tracing::info!("shutdown requested: draining requests in flight");
-            notify.notify_one();
         };
         let purge = tokio::spawn(purge_expired_keys(self.state.repo.clone()));
         let reap = tokio::spawn(close_idle_connections(self.state.repo.database().clone()));
         let tasks = self.state.tasks.clone();
-        let stop_reconciling = CancellationToken::new();
         tasks.spawn(reconciler::run(
             self.state.lifecycle.clone(),
             self.settings.reconciler.interval,
             stop_reconciling.clone(),
         ));
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
-        // One deadline, from SIGTERM on, for the requests in flight and then
-        // the background work: pays whose clients hung up, the reconciler's
-        // call in hand.
         let deadline = self.settings.server.shutdown_timeout;
-        let drain_timer = async {
-            drain_started.notified().await;
-            tokio::time::sleep(deadline).await;
+        let drain_timer = {
+            let (signalled, started) = (stop_reconciling.clone(), drain_started.clone());
+            async move {
+                signalled.cancelled().await;
+                let at = started
+                    .get()
+                    .copied()
+                    .unwrap_or_else(tokio::time::Instant::now);
+                tokio::time::sleep_until(at + deadline).await;
+            }
         };
-        tokio::pin!(drain_timer);
         let outcome = tokio::select! {
             served = server.into_future() => served,
-            () = &mut drain_timer => {
+            () = drain_timer => {
                 tracing::warn!(?deadline, "drain timed out; abandoning requests still in flight");
                 Ok(())
             }
         };
         stop_reconciling.cancel();
         tasks.close();
-        tokio::select! {
-            () = tasks.wait() => {}
-            () = &mut drain_timer => {
-                tracing::error!(?deadline, "drain timed out; abandoning background work in flight");
+        let waited = match drain_started.get() {
+            Some(at) => tokio::time::timeout_at(*at + deadline, tasks.wait())
+                .await
+                .is_ok(),
+            // Stopped without a signal (the server failed): the tracked work
+            // is bounded by its own timeouts.
+            None => {
+                tasks.wait().await;
+                true
             }
+        };
+        if !waited {
+            tracing::error!(
+                ?deadline,
+                "drain timed out; abandoning background work in flight"
+            );
         }
         purge.abort();
         reap.abort();

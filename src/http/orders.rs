@@ -249,7 +249,14 @@ pub async fn replace_order(
     JsonBody(body): JsonBody,
 ) -> Result<Json<OrderResponse>, ApiError> {
     let order = validation::new_order(&body).map_err(ApiError::Validation)?;
-    let order = state.lifecycle.replace(caller.id(), id, &order).await?;
+    // Tracked like pay and cancel: settling an open payment first calls
+    // payments, which a client hanging up must not cut short.
+    let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
+    let order = state
+        .tasks
+        .spawn(async move { lifecycle.replace(&owner, id, &order).await })
+        .await
+        .map_err(ApiError::internal)??;
     Ok(Json(order.into()))
 }
 
@@ -275,7 +282,12 @@ pub async fn delete_order(
     caller: Caller,
     OrderIdPath(id): OrderIdPath,
 ) -> Result<StatusCode, ApiError> {
-    state.lifecycle.delete(caller.id(), id).await?;
+    let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
+    state
+        .tasks
+        .spawn(async move { lifecycle.delete(&owner, id).await })
+        .await
+        .map_err(ApiError::internal)??;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -277,7 +277,7 @@ impl OrderLifecycle {
         tries: u32,
     ) -> LifecycleError {
         if claim.fresh && error.nothing_sent() {
-            if let Err(err) = self.repo.forget_attempt(claim.key).await {
+            if let Err(err) = self.repo.forget_attempt(claim.key, claim.lease).await {
                 return err.into();
             }
             self.release(claim.lease).await;
@@ -321,7 +321,7 @@ impl OrderLifecycle {
             }
         };
         if self
-            .send_schedule(kitchen, owner, lease, None)
+            .send_schedule(kitchen, owner, lease, None, 0)
             .await?
             .is_none()
         {
@@ -335,13 +335,16 @@ impl OrderLifecycle {
     /// order id is the key: a repeat returns the same schedule) and records
     /// `progress`, keeping the lease for `keep_ms` or dropping it. `None`
     /// when the lease was lost meanwhile. On failure the order stays `paid`
-    /// and the reconciler tries again after a backoff.
+    /// and the reconciler tries again after a backoff (for the failure
+    /// number `tries + 1`); a request the kitchen cannot have acted on (no
+    /// connection, or its 503) leaves the order cancellable without it.
     async fn send_schedule(
         &self,
         kitchen: &dyn Kitchen,
         owner: &str,
         lease: Lease,
         keep_ms: Option<i64>,
+        tries: u32,
     ) -> Result<Option<Lease>> {
         let id = lease.order_id;
         let order = self.repo.get(owner, id).await?;
@@ -369,7 +372,9 @@ impl OrderLifecycle {
                 tracing::warn!(order_id = %id, %error, "schedule failed; the order stays paid");
                 self.metrics
                     .upstream_call(Service::Kitchen.name(), error.kind());
-                self.defer(lease, self.timing.retry_ms(0), true).await;
+                let unsent = error.nothing_sent() || error == UpstreamError::Unavailable;
+                self.defer(lease, self.timing.retry_ms(tries), true, unsent)
+                    .await;
                 Err(LifecycleError::Upstream {
                     service: Service::Kitchen,
                     error,
@@ -472,7 +477,7 @@ impl OrderLifecycle {
             (OrderStatus::Progress, Some(schedule_id)) => schedule_id,
             (OrderStatus::Paid, _) => {
                 match self
-                    .send_schedule(kitchen, owner, lease, Some(lease_ms))
+                    .send_schedule(kitchen, owner, lease, Some(lease_ms), 0)
                     .await?
                 {
                     Some(kept) => lease = kept,
@@ -634,8 +639,8 @@ impl OrderLifecycle {
     }
 
     /// Best effort, as `release`, with the reconciler's next look set.
-    async fn defer(&self, lease: Lease, delay_ms: i64, failed: bool) {
-        if let Err(err) = self.repo.defer(lease, delay_ms, failed).await {
+    async fn defer(&self, lease: Lease, delay_ms: i64, failed: bool, unsent: bool) {
+        if let Err(err) = self.repo.defer(lease, delay_ms, failed, unsent).await {
             tracing::warn!(order_id = %lease.order_id, error = %err, "could not release the lease");
         }
     }

@@ -47,19 +47,30 @@ impl OrderLifecycle {
         &self,
         stop: &CancellationToken,
     ) -> Result<(), crate::repository::RepositoryError> {
+        // Items of a batch wait behind each other's calls: each lease is
+        // renewed just before its item is worked on, and an item whose lease
+        // ran out meanwhile is left to whoever holds it now.
         let lease_ms = self.timing.lease_ms();
-        for item in self.repo.claim_due_attempts(BATCH, lease_ms).await? {
+        for mut item in self.repo.claim_due_attempts(BATCH, lease_ms).await? {
             if stop.is_cancelled() {
                 self.release(item.claim.lease).await;
                 continue;
             }
+            let Some(lease) = self.repo.renew(item.claim.lease, lease_ms).await? else {
+                continue;
+            };
+            item.claim.lease = lease;
             self.settle_attempt(item).await;
         }
-        for item in self.repo.claim_due_orders(BATCH, lease_ms).await? {
+        for mut item in self.repo.claim_due_orders(BATCH, lease_ms).await? {
             if stop.is_cancelled() {
                 self.release(item.lease).await;
                 continue;
             }
+            let Some(lease) = self.repo.renew(item.lease, lease_ms).await? else {
+                continue;
+            };
+            item.lease = lease;
             self.follow_order(item).await;
         }
         for item in self.repo.claim_due_refunds(BATCH, lease_ms).await? {
@@ -67,6 +78,9 @@ impl OrderLifecycle {
                 // Its lease expires by itself; refunds have no other holder.
                 continue;
             }
+            let Some(item) = self.repo.renew_refund(&item, lease_ms).await? else {
+                continue;
+            };
             self.deliver_refund(item).await;
         }
         let backlog = self.repo.backlog().await?;
@@ -117,7 +131,7 @@ impl OrderLifecycle {
                         self.metrics.reconciled("charge", "paid");
                         if let Ok(kitchen) = self.kitchen() {
                             // A failure is retried as a `paid` order.
-                            let _ = self.send_schedule(kitchen, &owner, lease, None).await;
+                            let _ = self.send_schedule(kitchen, &owner, lease, None, 0).await;
                         } else {
                             self.release(lease).await;
                         }
@@ -152,7 +166,7 @@ impl OrderLifecycle {
     /// A `paid` order is scheduled; a `progress` one is asked about.
     async fn follow_order(&self, item: DueOrder) {
         let Ok(kitchen) = self.kitchen() else {
-            self.defer(item.lease, self.timing.retry_ms(item.checks), true)
+            self.defer(item.lease, self.timing.retry_ms(item.checks), true, false)
                 .await;
             return;
         };
@@ -160,7 +174,7 @@ impl OrderLifecycle {
         let failure = match (item.status, item.schedule_id) {
             (OrderStatus::Paid, _) => {
                 match self
-                    .send_schedule(kitchen, &item.owner, item.lease, None)
+                    .send_schedule(kitchen, &item.owner, item.lease, None, item.checks)
                     .await
                 {
                     Ok(_) => {
@@ -181,7 +195,7 @@ impl OrderLifecycle {
         if let Some(why) = failure {
             // `send_schedule` set its own backoff; a status question did not.
             if item.status == OrderStatus::Progress {
-                self.defer(item.lease, self.timing.retry_ms(item.checks), true)
+                self.defer(item.lease, self.timing.retry_ms(item.checks), true, false)
                     .await;
             }
             self.still_open("kitchen", order_id, item.since, item.checks + 1, &why);
@@ -228,7 +242,7 @@ impl OrderLifecycle {
                 done.map(|_| ())
             }
             ScheduleStatus::Pending | ScheduleStatus::Progress => {
-                self.defer(item.lease, millis(self.timing.kitchen_poll), false)
+                self.defer(item.lease, millis(self.timing.kitchen_poll), false, false)
                     .await;
                 Ok(())
             }

@@ -163,11 +163,25 @@ const CLAIM: &str = "UPDATE orders SET claimed_until = (SELECT now + CAST($3 AS 
 const RELEASE: &str = "UPDATE orders SET claimed_until = NULL WHERE id = $1 AND claimed_until = $2";
 
 /// Gives a lease back and has the reconciler look at the order again in
-/// `$3` ms; `$4` counts a failed look (1) or resets the count (0).
+/// `$3` ms; `$4` counts a failed look (1) or resets the count (0); `$5` = 1
+/// says a schedule request was known not to reach the kitchen, so the order
+/// can again be cancelled without it.
 const DEFER: &str = "UPDATE orders SET claimed_until = NULL, \
      next_check = (SELECT now + CAST($3 AS BIGINT) * ms FROM clock), \
-     checks = CASE WHEN $4 = 1 THEN checks + 1 ELSE 0 END \
+     checks = CASE WHEN $4 = 1 THEN checks + 1 ELSE 0 END, \
+     schedule_sent = CASE WHEN $5 = 1 THEN FALSE ELSE schedule_sent END \
      WHERE id = $1 AND claimed_until = $2";
+
+/// Extends a live lease (`$2`, not yet run out) before a call: an item a
+/// batch claimed may wait behind slow calls, and must not be called on
+/// after another holder could have taken it.
+const RENEW: &str = "UPDATE orders SET claimed_until = (SELECT now + CAST($3 AS BIGINT) * ms FROM clock) \
+     WHERE id = $1 AND claimed_until = $2 AND claimed_until > (SELECT now FROM clock) \
+     RETURNING claimed_until";
+
+const RENEW_REFUND: &str = "UPDATE refunds SET claimed_until = (SELECT now + CAST($3 AS BIGINT) * ms FROM clock) \
+     WHERE key = $1 AND claimed_until = $2 AND claimed_until > (SELECT now FROM clock) \
+     RETURNING claimed_until";
 
 /// The open attempt of an order.
 const OPEN_ATTEMPT: &str = "SELECT key, state, created, tries FROM payment_attempts \
@@ -192,8 +206,13 @@ const ATTEMPT_OPEN: &str = "UPDATE payment_attempts SET state = $2, \
      next_try = (SELECT now + CAST($4 AS BIGINT) * ms FROM clock) \
      WHERE key = $1 AND state IN ('unknown', 'pending')";
 
-/// An attempt whose request never left this service.
-const FORGET_ATTEMPT: &str = "DELETE FROM payment_attempts WHERE key = $1 AND state = 'unknown'";
+/// An attempt whose request never left this service, while its order is
+/// still held under the lease `$2`: once the lease ran out, another holder
+/// may have sent the same key, and the attempt must stay.
+const FORGET_ATTEMPT: &str = "DELETE FROM payment_attempts WHERE key = $1 AND state = 'unknown' \
+     AND EXISTS (SELECT 1 FROM orders o \
+         WHERE o.id = payment_attempts.order_id AND o.claimed_until = $2 \
+         AND o.claimed_until > (SELECT now FROM clock))";
 
 /// `created` → `paid` under the lease `$3`, which is kept until `$4`
 /// (NULL drops it); the reconciler schedules the order if nobody else does.
@@ -204,8 +223,8 @@ const ORDER_PAID: &str = "UPDATE orders SET status = 'paid', payment_id = $2, \
 
 /// A schedule request is about to leave: from now on only the kitchen can
 /// say whether the order is being made.
-const SCHEDULE_SENT: &str =
-    "UPDATE orders SET schedule_sent = TRUE WHERE id = $1 AND claimed_until = $2";
+const SCHEDULE_SENT: &str = "UPDATE orders SET schedule_sent = TRUE \
+     WHERE id = $1 AND claimed_until = $2 AND claimed_until > (SELECT now FROM clock)";
 
 /// `paid` → `progress` with the kitchen's schedule `$2`, under the lease
 /// `$3`, kept until `$4`; the kitchen is asked how it goes in `$5` ms.
@@ -649,11 +668,43 @@ impl super::OrdersRepository {
     }
 
     /// Gives a lease back; the reconciler looks at the order again in
-    /// `delay_ms`. `failed` counts the look as a failure, for the backoff.
-    pub async fn defer(&self, lease: Lease, delay_ms: i64, failed: bool) -> Result<()> {
+    /// `delay_ms`. `failed` counts the look as a failure, for the backoff;
+    /// `unsent` says a schedule request is known not to have reached the
+    /// kitchen.
+    pub async fn defer(
+        &self,
+        lease: Lease,
+        delay_ms: i64,
+        failed: bool,
+        unsent: bool,
+    ) -> Result<()> {
         execute!(&self.db, DEFER;
-            Id(lease.order_id), Time(lease.until), delay_ms, i32::from(failed))?;
+            Id(lease.order_id), Time(lease.until), delay_ms, i32::from(failed), i32::from(unsent))?;
         Ok(())
+    }
+
+    /// The lease extended by `lease_ms` from now, if it has not run out.
+    pub async fn renew(&self, lease: Lease, lease_ms: i64) -> Result<Option<Lease>> {
+        let row: Option<UntilRow> = fetch!(&self.db, fetch_optional, RENEW;
+            Id(lease.order_id), Time(lease.until), lease_ms)?;
+        Ok(row.map(|row| Lease {
+            order_id: lease.order_id,
+            until: row.claimed_until.0,
+        }))
+    }
+
+    /// A refund's lease extended by `lease_ms` from now, if it has not run out.
+    pub async fn renew_refund(
+        &self,
+        refund: &DueRefund,
+        lease_ms: i64,
+    ) -> Result<Option<DueRefund>> {
+        let row: Option<UntilRow> = fetch!(&self.db, fetch_optional, RENEW_REFUND;
+            Id(refund.key), Time(refund.until), lease_ms)?;
+        Ok(row.map(|row| DueRefund {
+            until: row.claimed_until.0,
+            ..refund.clone()
+        }))
     }
 
     /// The charge went through: the attempt and the order are `paid` at
@@ -724,9 +775,10 @@ impl super::OrdersRepository {
         Ok(())
     }
 
-    /// The request with this fresh key never left: as if it never was.
-    pub async fn forget_attempt(&self, key: Uuid) -> Result<()> {
-        execute!(&self.db, FORGET_ATTEMPT; Id(key))?;
+    /// The request with this fresh key never left: as if it never was,
+    /// provided `lease` still holds the order.
+    pub async fn forget_attempt(&self, key: Uuid, lease: Lease) -> Result<()> {
+        execute!(&self.db, FORGET_ATTEMPT; Id(key), Time(lease.until))?;
         Ok(())
     }
 

@@ -35,7 +35,13 @@ pub enum Fault {
     Held,
     /// Nothing is done: the server answers 503.
     Unavailable,
+    /// The answer comes after [`DELAYED`]: slow, but within the tests'
+    /// upstream timeout.
+    Delayed,
 }
+
+/// How long a delayed answer takes.
+pub const DELAYED: Duration = Duration::from_millis(600);
 
 /// An answer, or the decision not to give one.
 enum Reply {
@@ -45,6 +51,8 @@ enum Reply {
     Slow,
     /// This answer, once the test releases it.
     Held(Box<Reply>),
+    /// This answer, after [`DELAYED`].
+    Delayed(Box<Reply>),
 }
 
 /// How long a slow answer takes: past the tests' `UPSTREAM_TIMEOUT_MS`.
@@ -88,6 +96,8 @@ struct PaymentsState {
     refund_faults: VecDeque<Fault>,
     charge_calls: usize,
     refund_calls: usize,
+    /// When each charge key was asked, to tell calls in flight together.
+    charge_arrivals: HashMap<String, Vec<std::time::Instant>>,
 }
 
 #[derive(Default)]
@@ -242,6 +252,28 @@ impl Fake {
         })
     }
 
+    /// Pairs of calls with one charge key, made from `since` on, that were in
+    /// flight together (the second came before the first could be answered).
+    pub fn overlapping_charge_calls(
+        &self,
+        since: std::time::Instant,
+        answer_takes: Duration,
+    ) -> usize {
+        self.with(|s| {
+            s.payments
+                .charge_arrivals
+                .values()
+                .map(|times| {
+                    let later: Vec<_> = times.iter().filter(|at| **at >= since).collect();
+                    later
+                        .windows(2)
+                        .filter(|pair| pair[1].duration_since(*pair[0]) < answer_takes)
+                        .count()
+                })
+                .sum()
+        })
+    }
+
     pub fn charge_calls(&self) -> usize {
         self.with(|s| s.payments.charge_calls)
     }
@@ -329,6 +361,10 @@ async fn serve(mut socket: TcpStream, state: Arc<Mutex<State>>) {
         let mut state = state.lock().unwrap();
         route(&mut state, &request)
     };
+    if let Reply::Delayed(answer) = reply {
+        tokio::time::sleep(DELAYED).await;
+        reply = *answer;
+    }
     if let Reply::Held(answer) = reply {
         let (release, held) = tokio::sync::oneshot::channel();
         state.lock().unwrap().held.push(release);
@@ -346,7 +382,7 @@ async fn serve(mut socket: TcpStream, state: Arc<Mutex<State>>) {
             tokio::time::sleep(SLOW).await;
             return;
         }
-        Reply::Held(_) => unreachable!("released above"),
+        Reply::Held(_) | Reply::Delayed(_) => unreachable!("answered above"),
     };
     let response = format!(
         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -365,6 +401,7 @@ fn after_work(fault: Option<Fault>, done: Reply) -> Reply {
         Some(Fault::ServerError) => Reply::Json(500, json!({"detail": "boom"})),
         Some(Fault::Garbage) => Reply::Raw(201, "{\"payment_id\": <truncated"),
         Some(Fault::Held) => Reply::Held(Box::new(done)),
+        Some(Fault::Delayed) => Reply::Delayed(Box::new(done)),
     }
 }
 
@@ -407,6 +444,11 @@ fn route(state: &mut State, request: &Request) -> Reply {
 
 fn charge(payments: &mut PaymentsState, key: String, body: &Value) -> Reply {
     payments.charge_calls += 1;
+    payments
+        .charge_arrivals
+        .entry(key.clone())
+        .or_default()
+        .push(std::time::Instant::now());
     let fault = payments.charge_faults.pop_front();
     if let Some(reply) = before_work(fault) {
         return reply;

@@ -490,6 +490,108 @@ async fn a_refund_that_keeps_failing_stays_owed_and_shows_in_metrics(backend: Ba
     eventually("the refund", async || fake.refunds_of(id) == 1).await;
 }
 
+/// A batch's items wait behind each other's slow calls: each lease is
+/// renewed just before its call, so no item is called on after another
+/// replica could have claimed it, and no key is ever in flight twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_never_call_one_key_at_once_even_when_payments_is_slow() {
+    let fake = Fake::start().await;
+    let mut settings = wired(&fake, None);
+    // Slow answers within the timeout; a batch outlasts one lease (3.6 s).
+    settings.push(("UPSTREAM_TIMEOUT_MS", "1500"));
+    let app = spawn_app_with(Backend::Postgres, &settings).await;
+    let mut orders = Vec::new();
+    for _ in 0..12 {
+        let id = app.create_latte().await;
+        fake.fail_charges(&[Fault::Reset]);
+        assert_eq!(pay(&app, id).await.status(), 502);
+        orders.push(id);
+    }
+    let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::query("UPDATE payment_attempts SET next_try = next_try - interval '2 hours'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    fake.fail_charges(&[Fault::Delayed; 100]);
+    let since = Instant::now();
+    let mut replica = wired(&fake, Some("300"));
+    replica.push(("UPSTREAM_TIMEOUT_MS", "1500"));
+    let replicas = [
+        spawn_on(app.db.share(), &replica).await,
+        spawn_on(app.db.share(), &replica).await,
+    ];
+    for id in &orders {
+        reaches(&replicas[0], *id, "progress").await;
+        assert_eq!(fake.charges_of(*id), 1);
+        assert_eq!(fake.charge_keys_of(*id), 1);
+    }
+    assert_eq!(
+        fake.overlapping_charge_calls(since, crate::fakes::DELAYED),
+        0
+    );
+    assert_eq!(
+        fake.charge_calls(),
+        12 + 12,
+        "each open charge asked about once"
+    );
+}
+
+/// A schedule request the kitchen cannot have acted on (its 503, or no
+/// connection at all) leaves the `paid` order cancellable directly.
+async fn a_paid_order_the_kitchen_never_heard_of_is_cancelled_directly(backend: Backend) {
+    let (app, fake) = spawn(backend, None).await;
+    let answered = app.create_latte().await;
+    fake.fail_schedules(&[Fault::Unavailable]);
+    assert_eq!(pay(&app, answered).await.status(), 503);
+    let unreachable = {
+        let settings = [
+            ("PAYMENTS_URL", fake.url.as_str()),
+            ("KITCHEN_URL", "http://127.0.0.1:9"),
+            ("UPSTREAM_TIMEOUT_MS", "700"),
+        ];
+        spawn_on(app.db.share(), &settings).await
+    };
+    let refused = unreachable.create_latte().await;
+    assert_eq!(pay(&unreachable, refused).await.status(), 503);
+    fake.refuse_cancels();
+    for (service, id) in [(&app, answered), (&unreachable, refused)] {
+        assert_eq!(service.status_of(id).await, "paid");
+        assert_eq!(cancel(service, id).await.status(), 200, "{id}");
+        assert_eq!(service.status_of(id).await, "cancelled");
+        assert!(
+            fake.schedule_of(id).is_none(),
+            "the kitchen never heard of it"
+        );
+    }
+}
+
+/// The drain runs out (a client that never finishes its request): the
+/// service still stops in order, without a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_that_runs_out_still_stops_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let mut app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("UPSTREAM_TIMEOUT_MS", "100"),
+            ("DB_ACQUIRE_TIMEOUT_MS", "100"),
+            ("REQUEST_TIMEOUT_MS", "500"),
+            ("SHUTDOWN_TIMEOUT_MS", "500"),
+        ],
+    )
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stuck = tokio::net::TcpStream::connect(address).await.unwrap();
+    stuck
+        .write_all(b"GET /orders HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped = tokio::spawn(async move { app.shut_down().await }).await;
+    assert!(stopped.is_ok(), "shutdown panicked: {stopped:?}");
+    drop(stuck);
+}
+
 both_backends!(
     a_decline_then_a_new_pay_charges_once_under_a_new_key,
     a_lost_charge_answer_is_settled_by_a_retry_of_the_client,
@@ -504,4 +606,5 @@ both_backends!(
     sigterm_waits_for_a_pay_whose_client_hung_up,
     a_service_killed_during_a_charge_settles_it_once_when_started_again,
     a_refund_that_keeps_failing_stays_owed_and_shows_in_metrics,
+    a_paid_order_the_kitchen_never_heard_of_is_cancelled_directly,
 );
