@@ -198,7 +198,15 @@ fn lifecycle_status(err: &LifecycleError) -> StatusCode {
         LifecycleError::Refused { .. } | LifecycleError::Busy(_) => StatusCode::CONFLICT,
         LifecycleError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
         LifecycleError::Upstream { error, .. } => upstream_status(error),
-        LifecycleError::ChargeUnknown { error } => upstream_status(error),
+        // A charge whose answer was lost after it was sent: 504 when no
+        // answer came in time, 502 for any other (a broken connection, a
+        // 5xx, a body outside the contract), 503 only when this attempt's
+        // request could not be sent at all.
+        LifecycleError::ChargeUnknown { error } => match error {
+            UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::NotSent(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
+        },
         LifecycleError::Declined { .. } => StatusCode::PAYMENT_REQUIRED,
         LifecycleError::PaymentUnsettled { .. } | LifecycleError::KitchenRefused => {
             StatusCode::CONFLICT
