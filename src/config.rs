@@ -167,6 +167,12 @@ const JWT_AUDIENCE: Variable = Variable {
     default: Fallback::Described("unset"),
     meaning: "a token's `aud` must contain it; required with `AUTH_ON=true`",
 };
+const JWT_AUDIENCE_CLAIM: Variable = Variable {
+    name: "JWT_AUDIENCE_CLAIM",
+    default: Fallback::Value("aud"),
+    meaning: "the claim that must hold `JWT_AUDIENCE`: `aud`, or `client_id` for providers whose \
+              access tokens name their client there instead (Amazon Cognito)",
+};
 const JWT_ISSUER: Variable = Variable {
     name: "JWT_ISSUER",
     default: Fallback::Described("unset"),
@@ -210,6 +216,7 @@ pub const VARIABLES: &[Variable] = &[
     JWT_JWKS_URL,
     JWT_PUBLIC_KEY_FILE,
     JWT_AUDIENCE,
+    JWT_AUDIENCE_CLAIM,
     JWT_ISSUER,
     JWT_LEEWAY_SECS,
     JWT_JWKS_MIN_REFRESH_SECS,
@@ -296,9 +303,31 @@ pub struct UpstreamSettings {
 pub struct AuthSettings {
     pub keys: KeySource,
     pub audience: String,
+    pub audience_claim: AudienceClaim,
     pub issuer: Option<String>,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
+}
+
+/// The claim a token names its audience in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudienceClaim {
+    /// `aud` (a string or a list), as RFC 7519 has it.
+    Aud,
+    /// `client_id`: Amazon Cognito's access tokens carry no `aud`.
+    ClientId,
+}
+
+impl FromStr for AudienceClaim {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "aud" => Ok(Self::Aud),
+            "client_id" => Ok(Self::ClientId),
+            other => Err(format!("must be aud or client_id, not {other:?}")),
+        }
+    }
 }
 
 /// Where token signing keys come from.
@@ -537,6 +566,7 @@ impl AuthSettings {
         let min_refresh = env.seconds(&JWT_JWKS_MIN_REFRESH_SECS, 0..=86_400)?;
         let pem_file = env.get(&JWT_PUBLIC_KEY_FILE);
         let leeway = env.seconds(&JWT_LEEWAY_SECS, 0..=3_600)?;
+        let audience_claim = env.parsed(&JWT_AUDIENCE_CLAIM)?;
         if !on {
             return Ok(None);
         }
@@ -565,6 +595,7 @@ impl AuthSettings {
         Ok(Some(Self {
             keys,
             audience: audience.to_owned(),
+            audience_claim,
             issuer: env.get(&JWT_ISSUER).map(str::to_owned),
             leeway,
         }))

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Authenticator, KeyStore};
+use crate::auth::{Audience, Authenticator, KeyStore};
 use crate::config::{self, AuthSettings, CorsOrigins, DatabaseUrl, KeySource, Settings};
 use crate::db::{Database, migrations};
 use crate::http::{self, AppState, HttpSettings};
@@ -256,7 +256,10 @@ async fn authenticator(
     };
     Ok(Some(Arc::new(Authenticator::new(
         keys,
-        settings.audience.clone(),
+        Audience {
+            value: settings.audience.clone(),
+            client_id: settings.audience_claim == config::AudienceClaim::ClientId,
+        },
         settings.issuer.clone(),
         settings.leeway,
     ))))

@@ -2,8 +2,9 @@
 //!
 //! Only asymmetric algorithms are accepted, and only the ones the key is
 //! for: a token cannot pick HS256 and have a public key used as an HMAC
-//! secret, nor `none`. `exp`, `sub` and `aud` are required; `nbf` and `iss`
-//! are checked; the caller is `sub`.
+//! secret, nor `none`. `exp`, `sub` and the audience (in `aud`, or in
+//! `client_id` for providers whose access tokens carry no `aud`) are
+//! required; `nbf` and `iss` are checked; the caller is `sub`.
 
 mod keys;
 
@@ -38,25 +39,40 @@ pub enum AuthError {
     WrongAudience,
     #[error("the token's issuer is not accepted")]
     WrongIssuer,
-    #[error("the token lacks a required claim (exp, sub, aud)")]
+    #[error("the token lacks a required claim (exp, sub, and aud or client_id)")]
     MissingClaim,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
+/// Who a token must be meant for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audience {
+    pub value: String,
+    /// In `client_id` rather than `aud`.
+    pub client_id: bool,
 }
 
 /// Verifies tokens and tells who sent them.
 pub struct Authenticator {
     keys: KeyStore,
-    audience: String,
+    audience: Audience,
     issuer: Option<String>,
     leeway: Duration,
 }
 
 impl Authenticator {
-    pub fn new(keys: KeyStore, audience: String, issuer: Option<String>, leeway: Duration) -> Self {
+    pub fn new(
+        keys: KeyStore,
+        audience: Audience,
+        issuer: Option<String>,
+        leeway: Duration,
+    ) -> Self {
         Self {
             keys,
             audience,
@@ -91,14 +107,28 @@ impl Authenticator {
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.leeway.as_secs();
         validation.validate_nbf = true;
-        validation.set_audience(&[&self.audience]);
         if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);
         }
-        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        if self.audience.client_id {
+            validation.validate_aud = false;
+            validation.set_required_spec_claims(&["exp", "sub"]);
+        } else {
+            validation.set_audience(&[&self.audience.value]);
+            validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        }
         let data = decode::<Claims>(token, &key, &validation).map_err(classify)?;
         if data.claims.sub.is_empty() {
             return Err(AuthError::MissingClaim);
+        }
+        if self.audience.client_id {
+            match data.claims.client_id {
+                None => return Err(AuthError::MissingClaim),
+                Some(client) if client != self.audience.value => {
+                    return Err(AuthError::WrongAudience);
+                }
+                Some(_) => {}
+            }
         }
         Ok(data.claims.sub)
     }

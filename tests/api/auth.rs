@@ -474,3 +474,43 @@ async fn a_slow_jwks_fetch_does_not_hold_up_tokens_with_known_keys() {
     );
     assert_eq!(slow.await.unwrap(), 401);
 }
+
+/// Amazon Cognito's access tokens carry no `aud`; they name their app
+/// client in `client_id`, which `JWT_AUDIENCE_CLAIM=client_id` checks.
+#[tokio::test]
+async fn the_audience_can_be_checked_in_client_id() {
+    let path = fixture("test-only-rsa-a-public.pem").display().to_string();
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("AUTH_ON", "true"),
+            ("JWT_PUBLIC_KEY_FILE", &path),
+            ("JWT_AUDIENCE", "orders-client"),
+            ("JWT_AUDIENCE_CLAIM", "client_id"),
+            ("JWT_ISSUER", ISSUER),
+        ],
+    )
+    .await;
+    let token = |client_id: Option<&str>| {
+        let mut claims = json!({"sub": "machine", "iss": ISSUER, "iat": now(), "exp": now() + 600,
+            "token_use": "access", "scope": "orders-api/orders"});
+        if let Some(client_id) = client_id {
+            claims["client_id"] = json!(client_id);
+        }
+        let token = sign(
+            "test-only-rsa-a-private.pem",
+            Algorithm::RS256,
+            None,
+            &claims,
+        );
+        format!("Bearer {token}")
+    };
+    let accepted = get_orders(&app, Some(&token(Some("orders-client")))).await;
+    assert_eq!(accepted.status(), 200);
+    assert_unauthorized(
+        get_orders(&app, Some(&token(Some("another-client")))).await,
+        "another client",
+    )
+    .await;
+    assert_unauthorized(get_orders(&app, Some(&token(None))).await, "no client_id").await;
+}
