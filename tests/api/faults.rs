@@ -303,15 +303,7 @@ async fn sigterm_waits_for_a_pay_whose_client_hung_up(backend: Backend) {
     let mut app = spawn_app_with(backend, &settings).await;
     let id = app.create_latte().await;
     fake.fail_charges(&[Fault::Held]);
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    let hung_up = impatient
-        .post(app.url(&format!("/orders/{id}/pay")))
-        .send()
-        .await;
-    assert!(hung_up.is_err(), "the client gave up");
+    app.pay_and_hang_up(id, Duration::from_millis(300)).await;
     assert_eq!(fake.charges_of(id), 1, "the charge is in flight");
     app.trigger_shutdown();
     tokio::time::sleep(Duration::from_millis(500)).await;

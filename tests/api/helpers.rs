@@ -298,6 +298,20 @@ impl TestApp {
             .expect("request")
     }
 
+    /// Pays for an order from a client that hangs up after `patience`;
+    /// asserts that it did.
+    pub async fn pay_and_hang_up(&self, id: Uuid, patience: Duration) {
+        let impatient = reqwest::Client::builder()
+            .timeout(patience)
+            .build()
+            .unwrap();
+        let hung_up = impatient
+            .post(self.url(&format!("/orders/{id}/pay")))
+            .send()
+            .await;
+        assert!(hung_up.is_err(), "the client gave up first");
+    }
+
     /// Creates an order and returns its JSON.
     pub async fn create_order(&self, body: &Value) -> Value {
         let response = self.post_json("/orders", body).await;

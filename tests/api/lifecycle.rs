@@ -387,15 +387,7 @@ async fn a_client_hanging_up_mid_pay_does_not_lose_the_charge(backend: Backend) 
         .await;
     upstreams.kitchen_schedules(schedule()).await;
     let id = app.create_latte().await;
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    let hung_up = impatient
-        .post(app.url(&format!("/orders/{id}/pay")))
-        .send()
-        .await;
-    assert!(hung_up.is_err(), "the client gave up first");
+    app.pay_and_hang_up(id, Duration::from_millis(100)).await;
     let mut status = String::new();
     for _ in 0..30 {
         status = app.status_of(id).await;
