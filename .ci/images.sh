@@ -50,8 +50,28 @@ toolchain="$(rustc --print sysroot)"
     exit 1
 }
 
+# vfs keeps a whole copy of the root file system for every layer: a first
+# build peaks at about 41 GB under /var/lib/containers. The layers of an
+# earlier run are kept as a cache (a second run takes half the time) unless
+# the disk cannot hold another build; then only the stand-ins stay.
+STORE=/var/lib/containers
+mkdir -p "$STORE" "$WORK"
+free_gb() { df --output=avail -BG "$STORE" | tail -n1 | tr -dc 0-9; }
+NEED_GB=45
+if [ "$(free_gb)" -lt "$NEED_GB" ]; then
+    step "Only $(free_gb) GB free under $STORE: dropping the build cache"
+    for image in coffeemesh-orders:ci coffeemesh-orders-migrations:ci; do
+        buildah rmi -f "$image" >/dev/null 2>&1 || true
+    done
+    buildah rm --all >/dev/null 2>&1 || true
+    buildah rmi --prune >/dev/null 2>&1 || true
+fi
+if [ "$(free_gb)" -lt "$NEED_GB" ]; then
+    echo "$(free_gb) GB free under $STORE; building the images with vfs storage needs about $NEED_GB GB" >&2
+    exit 1
+fi
+
 step "Stand-in base images (not the real ones)"
-mkdir -p "$WORK"
 if [ ! -x "$ROOTFS/usr/bin/gcc" ]; then
     rm -rf "$ROOTFS"
     debootstrap --variant=minbase --include=gcc,libc6-dev,ca-certificates \
