@@ -1303,6 +1303,9 @@ fn ci_builds_both_images_without_pulling_and_runs_them() {
         .collect();
     assert_eq!(builds.len(), 2, "one build per Dockerfile");
     for build in builds {
-        assert!(build.contains("--pull=never"), "a build that may pull: {build}");
+        assert!(
+            build.contains("--pull=never"),
+            "a build that may pull: {build}"
+        );
     }
 }
