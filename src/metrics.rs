@@ -126,6 +126,18 @@ impl Metrics {
             "Database connections held by the pool, in use or idle",
             pool.clone(),
         );
+        let spans = crate::telemetry::span_counts();
+        registry.register(
+            "trace_spans_exported",
+            "Spans the OpenTelemetry collector took",
+            spans.exported.clone(),
+        );
+        registry.register(
+            "trace_spans_dropped",
+            "Spans never exported, by reason: queue_full (the collector is slower than \
+             the spans come) or export_failed (it refused or could not be reached)",
+            spans.dropped.clone(),
+        );
         Self {
             registry,
             requests,

@@ -1,0 +1,146 @@
+//! Exporting that cannot hurt serving: spans wait in a bounded queue for a
+//! thread of their own that sends them in batches; a span that finds the
+//! queue full, or whose batch the collector did not take, is dropped and
+//! counted in `/metrics`.
+
+use std::sync::Arc;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use opentelemetry::Context;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Span, SpanData, SpanExporter, SpanProcessor,
+};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+/// Spans waiting to be sent, at most: a few seconds of a busy replica's
+/// spans, a few megabytes of memory.
+pub const QUEUE: usize = 2_048;
+
+/// One batch's export, at most (the OTLP default); the queue fills meanwhile.
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// `queue_full` or `export_failed`.
+    reason: String,
+}
+
+/// What became of the spans this process ended. Process-wide, like the
+/// subscriber that makes them.
+#[derive(Clone, Debug, Default)]
+pub struct SpanCounts {
+    pub exported: Counter,
+    pub dropped: Family<DropLabels, Counter>,
+}
+
+static COUNTS: LazyLock<SpanCounts> = LazyLock::new(SpanCounts::default);
+
+pub fn span_counts() -> &'static SpanCounts {
+    &COUNTS
+}
+
+impl SpanCounts {
+    fn dropped_some(&self, reason: &str, spans: usize) {
+        self.dropped
+            .get_or_create(&DropLabels {
+                reason: reason.to_owned(),
+            })
+            .inc_by(spans as u64);
+    }
+}
+
+/// The batch processor behind a gate that counts what it holds: the SDK's
+/// processor drops spans on a full queue without telling anyone, so this
+/// drops (and counts) them first.
+pub fn bounded_batches(exporter: impl SpanExporter + 'static) -> impl SpanProcessor {
+    let held = Arc::new(AtomicUsize::new(0));
+    let batches = BatchSpanProcessor::builder(Counted {
+        inner: exporter,
+        held: held.clone(),
+    })
+    .with_batch_config(
+        BatchConfigBuilder::default()
+            .with_max_queue_size(QUEUE)
+            .build(),
+    )
+    .build();
+    Gate {
+        inner: batches,
+        held,
+    }
+}
+
+/// Spans the processor holds (queued, or in a batch being sent) are
+/// counted up here and down by [`Counted`] once their batch is done, so the
+/// count never exceeds the queue the processor was given.
+#[derive(Debug)]
+struct Gate {
+    inner: BatchSpanProcessor,
+    held: Arc<AtomicUsize>,
+}
+
+impl SpanProcessor for Gate {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.held.fetch_add(1, Ordering::AcqRel) >= QUEUE {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            COUNTS.dropped_some("queue_full", 1);
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+#[derive(Debug)]
+struct Counted<E> {
+    inner: E,
+    held: Arc<AtomicUsize>,
+}
+
+impl<E: SpanExporter> SpanExporter for Counted<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        self.held.fetch_sub(spans, Ordering::AcqRel);
+        match &result {
+            Ok(()) => {
+                COUNTS.exported.inc_by(spans as u64);
+            }
+            Err(_) => COUNTS.dropped_some("export_failed", spans),
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
