@@ -4,19 +4,16 @@
 //! counted in `/metrics`.
 
 use std::sync::Arc;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::metrics::span_counts;
 use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Span, SpanData, SpanExporter, SpanProcessor,
 };
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 
 /// Spans waiting to be sent, at most: a few seconds of a busy replica's
 /// spans, a few megabytes of memory.
@@ -24,36 +21,6 @@ pub const QUEUE: usize = 2_048;
 
 /// One batch's export, at most (the OTLP default); the queue fills meanwhile.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DropLabels {
-    /// `queue_full` or `export_failed`.
-    reason: String,
-}
-
-/// What became of the spans this process ended. Process-wide, like the
-/// subscriber that makes them.
-#[derive(Clone, Debug, Default)]
-pub struct SpanCounts {
-    pub exported: Counter,
-    pub dropped: Family<DropLabels, Counter>,
-}
-
-static COUNTS: LazyLock<SpanCounts> = LazyLock::new(SpanCounts::default);
-
-pub fn span_counts() -> &'static SpanCounts {
-    &COUNTS
-}
-
-impl SpanCounts {
-    fn dropped_some(&self, reason: &str, spans: usize) {
-        self.dropped
-            .get_or_create(&DropLabels {
-                reason: reason.to_owned(),
-            })
-            .inc_by(spans as u64);
-    }
-}
 
 /// The batch processor behind a gate that counts what it holds: the SDK's
 /// processor drops spans on a full queue without telling anyone, so this
@@ -93,7 +60,7 @@ impl SpanProcessor for Gate {
     fn on_end(&self, span: SpanData) {
         if self.held.fetch_add(1, Ordering::AcqRel) >= QUEUE {
             self.held.fetch_sub(1, Ordering::AcqRel);
-            COUNTS.dropped_some("queue_full", 1);
+            span_counts().dropped_some("queue_full", 1);
             return;
         }
         self.inner.on_end(span);
@@ -125,9 +92,9 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
         self.held.fetch_sub(spans, Ordering::AcqRel);
         match &result {
             Ok(()) => {
-                COUNTS.exported.inc_by(spans as u64);
+                span_counts().exported.inc_by(spans as u64);
             }
-            Err(_) => COUNTS.dropped_some("export_failed", spans),
+            Err(_) => span_counts().dropped_some("export_failed", spans),
         }
         result
     }

@@ -20,8 +20,6 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-pub use export::{SpanCounts, span_counts};
-
 use crate::config::{LogFormat, LogSettings, OtlpProtocol, TraceSampler, TraceSettings};
 
 /// The provider behind the global subscriber, kept to flush it at shutdown.
