@@ -74,6 +74,15 @@ pub fn span_counts() -> &'static SpanCounts {
 }
 
 impl SpanCounts {
+    /// Spans dropped so far for `reason`.
+    pub fn dropped(&self, reason: &str) -> u64 {
+        self.dropped
+            .get_or_create(&DropLabels {
+                reason: reason.to_owned(),
+            })
+            .get()
+    }
+
     pub fn dropped_some(&self, reason: &str, spans: usize) {
         self.dropped
             .get_or_create(&DropLabels {

@@ -111,3 +111,69 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
         self.inner.set_resource(resource);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Condvar, Mutex};
+
+    use opentelemetry::trace::{Tracer, TracerProvider};
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+
+    use super::{QUEUE, bounded_batches};
+    use crate::metrics::span_counts;
+
+    /// A collector that takes no batch until told to.
+    #[derive(Debug, Clone, Default)]
+    struct Stuck(Arc<(Mutex<bool>, Condvar)>);
+
+    impl Stuck {
+        fn release(&self) {
+            *self.0.0.lock().unwrap() = true;
+            self.0.1.notify_all();
+        }
+    }
+
+    impl SpanExporter for Stuck {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            let (released, changed) = &*self.0;
+            let mut released = released.lock().unwrap();
+            while !*released {
+                released = changed.wait(released).unwrap();
+            }
+            Ok(())
+        }
+    }
+
+    fn dropped_for_a_full_queue() -> u64 {
+        span_counts().dropped("queue_full")
+    }
+
+    #[test]
+    fn spans_beyond_the_queue_are_dropped_and_counted_while_the_collector_is_stuck() {
+        let stuck = Stuck::default();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(bounded_batches(stuck.clone()))
+            .build();
+        let tracer = provider.tracer("test");
+        let before = dropped_for_a_full_queue();
+        let exported_before = span_counts().exported.get();
+        let ended = QUEUE + 500;
+        for _ in 0..ended {
+            tracer.in_span("work", |_| {});
+        }
+        assert_eq!(
+            dropped_for_a_full_queue() - before,
+            (ended - QUEUE) as u64,
+            "every span past the queue's size is counted, none blocks"
+        );
+        stuck.release();
+        provider.force_flush().unwrap();
+        assert_eq!(
+            span_counts().exported.get() - exported_before,
+            QUEUE as u64,
+            "what the queue held is sent once the collector takes it"
+        );
+        provider.shutdown().unwrap();
+    }
+}
