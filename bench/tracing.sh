@@ -10,6 +10,10 @@
 #
 #   bench/run.sh --tracing [--no-build]
 #
+# BENCH_BASELINE_BIN=path/to/orders-service adds a fourth, "none": a build
+# without traces at all (main before issue 13), which prices the spans'
+# bookkeeping that "off" still does.
+#
 # The fake collector (bench/fake_collector.py) answers 200 to every batch and
 # counts the bytes; it runs on the same two cores, so "on" pays for it too.
 # Environment: DURATION (10 s a measurement), ROUNDS (3), CONNECTIONS (32),
@@ -63,19 +67,26 @@ DB_URL="$PG_URL" "$BIN_DIR/migrate" >/dev/null
 python3 "$BENCH/fake_collector.py" "$COLLECTOR_PORT" >"$OUT/collector.txt" 2>&1 &
 PIDS+=($!)
 
-declare -A VARIANT_PORT=([off]=$PORT [on]=$((PORT + 1)) ["10%"]=$((PORT + 2)))
+declare -A VARIANT_PORT=([off]=$PORT [on]=$((PORT + 1)) ["10%"]=$((PORT + 2)) [none]=$((PORT + 4)))
+VARIANTS=(off on 10%)
 start() {
   local name=$1; shift
+  local binary="$BIN_DIR/orders-service"
+  [ "$name" = none ] && binary=$BENCH_BASELINE_BIN
   env DB_URL="$PG_URL" PORT="${VARIANT_PORT[$name]}" RUST_LOG=warn AUTH_ON=false "$@" \
-    "$BIN_DIR/orders-service" >"$OUT/service-${name/\%/pct}.log" 2>&1 &
+    "$binary" >"$OUT/service-${name/\%/pct}.log" 2>&1 &
   PIDS+=($!)
 }
+if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
+  VARIANTS+=(none)
+  start none
+fi
 ENDPOINT="http://127.0.0.1:$COLLECTOR_PORT"
 start off
 start on OTEL_EXPORTER_OTLP_ENDPOINT="$ENDPOINT"
 start 10% OTEL_EXPORTER_OTLP_ENDPOINT="$ENDPOINT" \
   OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1
-for name in off on 10%; do
+for name in "${VARIANTS[@]}"; do
   for _ in $(seq 1 100); do
     curl -sf -o /dev/null "http://127.0.0.1:${VARIANT_PORT[$name]}/readyz" && break
     sleep 0.1
@@ -102,12 +113,9 @@ RESULTS="$OUT/results.txt"
 : >"$RESULTS"
 for round in $(seq 1 "$ROUNDS"); do
   for endpoint in get create; do
-    # A different order each round: none of the three always goes first.
-    case $((round % 3)) in
-      1) order=(off on 10%) ;;
-      2) order=(on 10% off) ;;
-      0) order=(10% off on) ;;
-    esac
+    # A different order each round: no variant always goes first.
+    shift_by=$(( (round - 1) % ${#VARIANTS[@]} ))
+    order=("${VARIANTS[@]:shift_by}" "${VARIANTS[@]:0:shift_by}")
     for variant in "${order[@]}"; do
       rate=$(measure "$variant" "$endpoint")
       echo "$round $endpoint $variant $rate" | tee -a "$RESULTS"
@@ -130,12 +138,13 @@ rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
 rates = {}
 for _, endpoint, variant, rate in rows:
     rates.setdefault((endpoint, variant), []).append(float(rate))
-print(f"| endpoint | off | on (all traces exported) | on, 10% sampled |")
-print(f"|---|---|---|---|")
+baseline = [v for (e, v) in rates if v == "none"][:1]
+print("| endpoint | off | on (all traces exported) | on, 10% sampled |" + (" no traces (baseline) |" if baseline else ""))
+print("|---|---|---|---|" + ("---|" if baseline else ""))
 for endpoint in ["get", "create"]:
     off = statistics.median(rates[(endpoint, "off")])
     cells = [f"{off:,.0f}"]
-    for variant in ["on", "10%"]:
+    for variant in ["on", "10%"] + baseline:
         value = statistics.median(rates[(endpoint, variant)])
         cells.append(f"{value:,.0f} ({(value / off - 1) * 100:+.1f}%)")
     print(f"| {endpoint} | " + " | ".join(cells) + " |")

@@ -127,6 +127,17 @@ struct Traced {
 
 impl Traced {
     async fn start(db: &TestDatabase, fake: &Fake, endpoint: &str) -> Self {
+        Self::batching_every(db, fake, endpoint, "100").await
+    }
+
+    /// `delay_ms`: the SDK's `OTEL_BSP_SCHEDULE_DELAY`, how often batches
+    /// go out (5 s unless set).
+    async fn batching_every(
+        db: &TestDatabase,
+        fake: &Fake,
+        endpoint: &str,
+        delay_ms: &str,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orders-service"))
             .env("DB_URL", &db.url)
@@ -142,8 +153,7 @@ impl Traced {
                 "OTEL_RESOURCE_ATTRIBUTES",
                 "deployment.environment.name=test",
             )
-            // The SDK's own setting: batches go out every 100 ms, not 5 s.
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("OTEL_BSP_SCHEDULE_DELAY", delay_ms)
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -520,7 +530,29 @@ async fn requests_succeed_and_drops_are_counted_when_the_collector_fails(backend
     assert!(refusing.spans().is_empty());
 }
 
+/// Spans still queued at SIGTERM are sent before the process exits.
+async fn queued_spans_are_flushed_at_shutdown(backend: Backend) {
+    let db = migrated(backend).await;
+    let fake = Fake::start().await;
+    let collector = Collector::start(StatusCode::OK).await;
+    let service = Traced::batching_every(&db, &fake, &collector.url, "600000").await;
+    let id = service.create().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        collector.spans().is_empty(),
+        "nothing is sent before a batch is due"
+    );
+    service.stop().await;
+    let spans = collector.spans();
+    let create = spans
+        .iter()
+        .find(|span| span.name() == "POST /orders")
+        .expect("the create's span was flushed at shutdown");
+    assert_eq!(create.get("order.id"), Some(id.to_string()));
+}
+
 both_backends!(
+    queued_spans_are_flushed_at_shutdown,
     a_create_and_a_pay_reach_the_collector_as_traces_rooted_in_server_spans,
     an_incoming_traceparent_is_continued_to_payments,
     log_lines_of_a_traced_request_carry_its_trace_id,
