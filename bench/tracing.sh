@@ -76,7 +76,9 @@ start() {
   env DB_URL="$PG_URL" PORT="${VARIANT_PORT[$name]}" RUST_LOG=warn AUTH_ON=false "$@" \
     "$binary" >"$OUT/service-${name/\%/pct}.log" 2>&1 &
   PIDS+=($!)
+  VARIANT_PID[$name]=$!
 }
+declare -A VARIANT_PID=()
 if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
   VARIANTS+=(none)
   start none
@@ -102,11 +104,22 @@ for _ in $(seq 1 200); do
     "http://127.0.0.1:$PORT/orders" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' >>"$IDS"
 done
 
-measure() { # variant endpoint -> req/s
-  local port=${VARIANT_PORT[$1]}
-  BENCH_MODE=$2 BENCH_IDS="$IDS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
-    --timeout 10s -s "$BENCH/wrk/bench.lua" "http://127.0.0.1:$port/orders" \
-    | tee -a "$OUT/wrk.txt" | awk '/Requests\/sec/ { print $2 }'
+# CPU seconds the service has used (user + system), from /proc.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+measure() { # variant endpoint -> "req/s cpu-us-per-request"
+  local port=${VARIANT_PORT[$1]} pid=${VARIANT_PID[$1]} before after out
+  before=$(cpu_ticks "$pid")
+  out=$(BENCH_MODE=$2 BENCH_IDS="$IDS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
+    --timeout 10s -s "$BENCH/wrk/bench.lua" "http://127.0.0.1:$port/orders")
+  after=$(cpu_ticks "$pid")
+  echo "$out" >>"$OUT/wrk.txt"
+  # Throughput swings with whatever else the shared machine runs; the
+  # service's own CPU time per request hardly does.
+  echo "$out" | awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
+    /requests in/ { n = $1 }
+    /Requests\/sec/ { rate = $2 }
+    END { printf "%s %.0f", rate, ticks / hz * 1e6 / n }'
 }
 
 RESULTS="$OUT/results.txt"
@@ -135,9 +148,10 @@ echo "median req/s of $ROUNDS rounds of ${DURATION}s, $CONNECTIONS connections (
 python3 - "$RESULTS" "$(counts on)" "$(counts 10%)" <<'PY'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
-rates = {}
-for _, endpoint, variant, rate in rows:
+rates, cpu = {}, {}
+for _, endpoint, variant, rate, us in rows:
     rates.setdefault((endpoint, variant), []).append(float(rate))
+    cpu.setdefault((endpoint, variant), []).append(float(us))
 baseline = [v for (e, v) in rates if v == "none"][:1]
 print("| endpoint | off | on (all traces exported) | on, 10% sampled |" + (" no traces (baseline) |" if baseline else ""))
 print("|---|---|---|---|" + ("---|" if baseline else ""))
@@ -147,7 +161,13 @@ for endpoint in ["get", "create"]:
     for variant in ["on", "10%"] + baseline:
         value = statistics.median(rates[(endpoint, variant)])
         cells.append(f"{value:,.0f} ({(value / off - 1) * 100:+.1f}%)")
-    print(f"| {endpoint} | " + " | ".join(cells) + " |")
+    print(f"| {endpoint} req/s | " + " | ".join(cells) + " |")
+    off = statistics.median(cpu[(endpoint, "off")])
+    cells = [f"{off:,.0f}"]
+    for variant in ["on", "10%"] + baseline:
+        value = statistics.median(cpu[(endpoint, variant)])
+        cells.append(f"{value:,.0f} ({(value / off - 1) * 100:+.1f}%)")
+    print(f"| {endpoint} service CPU µs/request | " + " | ".join(cells) + " |")
 for name, counts in [("on", sys.argv[2]), ("10%", sys.argv[3])]:
     exported, dropped = counts.split()
     print(f"{name}: spans exported {int(exported):,}, dropped {int(dropped):,}")
