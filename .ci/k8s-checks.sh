@@ -25,12 +25,14 @@ RENDERED=(
   k8s/overlays/eks/migrations
   k8s/overlays/eks-external-secrets
   k8s/overlays/eks-external-secrets/secrets
+  k8s/overlays/eks-opentelemetry
   k8s/aws-observability
 )
 SCANNED=(
   k8s/overlays/eks
   k8s/overlays/eks/migrations
   k8s/overlays/eks-external-secrets
+  k8s/overlays/eks-opentelemetry
   k8s/aws-observability
 )
 # Custom resources kubernetes-validate has no schema for; the rules below and
@@ -180,7 +182,7 @@ def env(container):
     return {entry["name"]: entry.get("value") for entry in container.get("env", [])}
 
 
-EKS_APPS = ["k8s/overlays/eks", "k8s/overlays/eks-external-secrets"]
+EKS_APPS = ["k8s/overlays/eks", "k8s/overlays/eks-external-secrets", "k8s/overlays/eks-opentelemetry"]
 EKS_JOBS = ["k8s/overlays/eks/migrations"]
 ALL = EKS_APPS + EKS_JOBS + [
     "k8s/base", "k8s/base/migrations", "k8s/overlays/local",

@@ -3,6 +3,8 @@
 #
 #   bench/run.sh                 PostgreSQL (127.0.0.1:5432, trust auth, user postgres)
 #   bench/run.sh --sqlite        the embedded SQLite default, same HTTP load, no pgbench
+#   bench/run.sh --tracing       the cost of traces: off, on, on at 10% side by side
+#                                (bench/tracing.sh; takes --no-build)
 #
 # Options:
 #   --pool N        DB_POOL_MAX of the service (default: the service's own default)
@@ -28,6 +30,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$ROOT/bench"
 SELF="$BENCH/run.sh"
 cd "$ROOT"
+
+case " $* " in
+  *" --tracing "*) exec "$BENCH/tracing.sh" "$@" ;;
+esac
 
 MODE=postgres
 BUILD=1

@@ -190,6 +190,39 @@ const JWT_JWKS_MIN_REFRESH_SECS: Variable = Variable {
               so forged `kid`s cannot flood the provider",
 };
 
+const OTEL_EXPORTER_OTLP_ENDPOINT: Variable = Variable {
+    name: "OTEL_EXPORTER_OTLP_ENDPOINT",
+    default: Fallback::Described("unset: no exporter"),
+    meaning: "base URL of an OpenTelemetry collector's OTLP/HTTP receiver \
+              (`http://collector:4318`); spans go to `/v1/traces` under it",
+};
+const OTEL_EXPORTER_OTLP_PROTOCOL: Variable = Variable {
+    name: "OTEL_EXPORTER_OTLP_PROTOCOL",
+    default: Fallback::Value("http/protobuf"),
+    meaning: "`http/protobuf` or `http/json` (`grpc` is not built in)",
+};
+const OTEL_SERVICE_NAME: Variable = Variable {
+    name: "OTEL_SERVICE_NAME",
+    default: Fallback::Value("orders-service"),
+    meaning: "`service.name` of every span",
+};
+const OTEL_RESOURCE_ATTRIBUTES: Variable = Variable {
+    name: "OTEL_RESOURCE_ATTRIBUTES",
+    default: Fallback::Described("unset"),
+    meaning: "more resource attributes, `key=value,key=value` (values percent-encoded)",
+};
+const OTEL_TRACES_SAMPLER: Variable = Variable {
+    name: "OTEL_TRACES_SAMPLER",
+    default: Fallback::Value("parentbased_always_on"),
+    meaning: "`always_on`, `always_off`, `traceidratio`, or `parentbased_` before any of \
+              them (a caller's sampling decision is followed)",
+};
+const OTEL_TRACES_SAMPLER_ARG: Variable = Variable {
+    name: "OTEL_TRACES_SAMPLER_ARG",
+    default: Fallback::Value("1.0"),
+    meaning: "the ratio of traces kept by the `traceidratio` samplers, 0 to 1",
+};
+
 /// Every variable the service reads, in the README's order. The deployment
 /// tests check that manifests and images set no variable outside it.
 pub const VARIABLES: &[Variable] = &[
@@ -220,6 +253,12 @@ pub const VARIABLES: &[Variable] = &[
     JWT_ISSUER,
     JWT_LEEWAY_SECS,
     JWT_JWKS_MIN_REFRESH_SECS,
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_SERVICE_NAME,
+    OTEL_RESOURCE_ATTRIBUTES,
+    OTEL_TRACES_SAMPLER,
+    OTEL_TRACES_SAMPLER_ARG,
 ];
 
 impl Variable {
@@ -248,6 +287,7 @@ pub struct Settings {
     /// `None` when `AUTH_ON` is false.
     pub auth: Option<AuthSettings>,
     pub logging: LogSettings,
+    pub traces: TraceSettings,
     pub idempotency_key_ttl: Duration,
     pub reconciler: ReconcilerSettings,
 }
@@ -346,6 +386,138 @@ pub struct LogSettings {
     /// Tracing filter directives.
     pub filter: String,
     pub format: LogFormat,
+}
+
+/// OpenTelemetry traces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceSettings {
+    /// Where spans are sent (`.../v1/traces`); `None`: spans are made, so
+    /// logs and calls to other services still carry trace ids, but never
+    /// sent anywhere.
+    pub endpoint: Option<String>,
+    pub protocol: OtlpProtocol,
+    pub service_name: String,
+    pub resource_attributes: Vec<(String, String)>,
+    pub sampler: TraceSampler,
+}
+
+/// How spans are encoded on the way to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    HttpProtobuf,
+    HttpJson,
+}
+
+/// Which traces are kept: `ratio` of new ones (1: all, 0: none); with
+/// `parent_based`, a caller's decision is followed instead.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TraceSampler {
+    pub parent_based: bool,
+    pub ratio: f64,
+}
+
+impl TraceSettings {
+    fn read(env: &Environment) -> Result<Self, ConfigError> {
+        let endpoint = env
+            .http_url(&OTEL_EXPORTER_OTLP_ENDPOINT)?
+            .map(|url| format!("{}/v1/traces", url.trim_end_matches('/')));
+        let protocol = match env.text(&OTEL_EXPORTER_OTLP_PROTOCOL)? {
+            "http/protobuf" => OtlpProtocol::HttpProtobuf,
+            "http/json" => OtlpProtocol::HttpJson,
+            "grpc" => {
+                return Err(OTEL_EXPORTER_OTLP_PROTOCOL.invalid(
+                    "grpc is not built into this service: use http/protobuf \
+                     (collectors listen for it on port 4318)",
+                ));
+            }
+            other => {
+                return Err(OTEL_EXPORTER_OTLP_PROTOCOL
+                    .invalid(format!("must be http/protobuf or http/json, not {other:?}")));
+            }
+        };
+        let service_name = env.text(&OTEL_SERVICE_NAME)?.trim();
+        if service_name.is_empty() {
+            return Err(OTEL_SERVICE_NAME.invalid("must not be empty"));
+        }
+        Ok(Self {
+            endpoint,
+            protocol,
+            service_name: service_name.to_owned(),
+            resource_attributes: resource_attributes(env.get(&OTEL_RESOURCE_ATTRIBUTES))?,
+            sampler: TraceSampler::read(env)?,
+        })
+    }
+}
+
+/// `key=value,key=value`, values percent-encoded (the specification's
+/// format, so `,` and `=` can be written inside a value).
+fn resource_attributes(text: Option<&str>) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut attributes = Vec::new();
+    for pair in text.unwrap_or_default().split(',') {
+        if pair.trim().is_empty() {
+            continue;
+        }
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(OTEL_RESOURCE_ATTRIBUTES.invalid(format!("has {pair:?} without `=`")));
+        };
+        let (key, value) = (key.trim(), percent_decoded(value.trim()));
+        match value {
+            Some(value) if !key.is_empty() => attributes.push((key.to_owned(), value)),
+            _ => {
+                return Err(OTEL_RESOURCE_ATTRIBUTES
+                    .invalid(format!("has {pair:?}, not key=percent-encoded value")));
+            }
+        }
+    }
+    Ok(attributes)
+}
+
+fn percent_decoded(text: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(byte);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+impl TraceSampler {
+    fn read(env: &Environment) -> Result<Self, ConfigError> {
+        let name = env.text(&OTEL_TRACES_SAMPLER)?;
+        let (parent_based, own) = match name.strip_prefix("parentbased_") {
+            Some(own) => (true, own),
+            None => (false, name),
+        };
+        let ratio = match own {
+            "always_on" => 1.0,
+            "always_off" => 0.0,
+            "traceidratio" => {
+                let ratio: f64 = env.parsed(&OTEL_TRACES_SAMPLER_ARG)?;
+                if !(0.0..=1.0).contains(&ratio) {
+                    return Err(OTEL_TRACES_SAMPLER_ARG
+                        .invalid(format!("must be between 0 and 1, not {ratio}")));
+                }
+                ratio
+            }
+            _ => {
+                return Err(OTEL_TRACES_SAMPLER.invalid(format!(
+                    "must be always_on, always_off or traceidratio, with or without \
+                     parentbased_ before it, not {name:?}"
+                )));
+            }
+        };
+        Ok(Self {
+            parent_based,
+            ratio,
+        })
+    }
 }
 
 /// Where orders are stored, parsed (so a malformed URL stops start-up
@@ -459,6 +631,7 @@ impl Settings {
                 filter: env.text(&RUST_LOG)?.to_owned(),
                 format: LogFormat::parse(env.text(&LOG_FORMAT)?)?,
             },
+            traces: TraceSettings::read(&env)?,
             idempotency_key_ttl: env.seconds(&IDEMPOTENCY_KEY_TTL_SECS, 1..=30 * 24 * 3_600)?,
             reconciler: ReconcilerSettings::read(&env)?,
         }
@@ -872,5 +1045,75 @@ mod tests {
             "README.md's configuration table is not the one VARIABLES in src/config.rs \
              renders; replace it with:\n\n{table}"
         );
+    }
+
+    #[test]
+    fn traces_are_off_by_default_and_read_from_the_standard_variables() {
+        let off = Settings::from_vars(vars(&[])).unwrap().traces;
+        assert_eq!(off.endpoint, None);
+        assert_eq!(off.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(off.service_name, "orders-service");
+        assert_eq!(
+            off.sampler,
+            TraceSampler {
+                parent_based: true,
+                ratio: 1.0
+            }
+        );
+        let on = Settings::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_SERVICE_NAME", "orders-eu"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment.name=prod, team=coffee%2Cmesh",
+            ),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+        ]))
+        .unwrap()
+        .traces;
+        assert_eq!(
+            on.endpoint.as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        assert_eq!(on.protocol, OtlpProtocol::HttpJson);
+        assert_eq!(on.service_name, "orders-eu");
+        assert_eq!(
+            on.resource_attributes,
+            [
+                ("deployment.environment.name".into(), "prod".into()),
+                ("team".into(), "coffee,mesh".into())
+            ]
+        );
+        assert_eq!(
+            on.sampler,
+            TraceSampler {
+                parent_based: true,
+                ratio: 0.1
+            }
+        );
+    }
+
+    #[test]
+    fn wrong_trace_settings_stop_start_up_naming_the_variable() {
+        for (variable, value) in [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift"),
+            ("OTEL_SERVICE_NAME", " "),
+            ("OTEL_RESOURCE_ATTRIBUTES", "team"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "team=%zz"),
+            ("OTEL_TRACES_SAMPLER", "jaeger_remote"),
+        ] {
+            let err = Settings::from_vars(vars(&[(variable, value)])).unwrap_err();
+            assert_eq!(err.variable, variable, "{value:?}");
+        }
+        let err = Settings::from_vars(vars(&[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "10"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.variable, "OTEL_TRACES_SAMPLER_ARG");
     }
 }

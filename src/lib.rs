@@ -14,4 +14,5 @@ pub mod readiness;
 pub mod repository;
 pub mod startup;
 pub mod telemetry;
+pub mod trace_context;
 pub mod upstream;

@@ -13,7 +13,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.logging);
+    if let Err(err) = telemetry::init(&settings.logging, &settings.traces) {
+        eprintln!("orders-service: {err}");
+        return ExitCode::from(2);
+    }
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(err) => {

@@ -53,6 +53,45 @@ struct ReconciledLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// `queue_full` or `export_failed`.
+    reason: String,
+}
+
+/// What became of the spans this process ended. Process-wide, like the
+/// subscriber that makes them.
+#[derive(Clone, Debug, Default)]
+pub struct SpanCounts {
+    pub exported: Counter,
+    pub dropped: Family<DropLabels, Counter>,
+}
+
+static SPAN_COUNTS: std::sync::LazyLock<SpanCounts> = std::sync::LazyLock::new(SpanCounts::default);
+
+pub fn span_counts() -> &'static SpanCounts {
+    &SPAN_COUNTS
+}
+
+impl SpanCounts {
+    /// Spans dropped so far for `reason`.
+    pub fn dropped(&self, reason: &str) -> u64 {
+        self.dropped
+            .get_or_create(&DropLabels {
+                reason: reason.to_owned(),
+            })
+            .get()
+    }
+
+    pub fn dropped_some(&self, reason: &str, spans: usize) {
+        self.dropped
+            .get_or_create(&DropLabels {
+                reason: reason.to_owned(),
+            })
+            .inc_by(spans as u64);
+    }
+}
+
 type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -125,6 +164,18 @@ impl Metrics {
             "db_pool_connections",
             "Database connections held by the pool, in use or idle",
             pool.clone(),
+        );
+        let spans = span_counts();
+        registry.register(
+            "trace_spans_exported",
+            "Spans the OpenTelemetry collector took",
+            spans.exported.clone(),
+        );
+        registry.register(
+            "trace_spans_dropped",
+            "Spans never exported, by reason: queue_full (the collector is slower than \
+             the spans come) or export_failed (it refused or could not be reached)",
+            spans.dropped.clone(),
         );
         Self {
             registry,

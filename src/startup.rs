@@ -157,6 +157,12 @@ impl Application {
         reap.abort();
         self.state.repo.database().close().await;
         tracing::info!("stopped");
+        // The spans of the drain go out last, in what is left of the deadline.
+        let left = match drain_started.get() {
+            Some(at) => (*at + deadline).saturating_duration_since(tokio::time::Instant::now()),
+            None => deadline,
+        };
+        crate::telemetry::flush(left).await;
         outcome
     }
 }

@@ -24,11 +24,15 @@ const SECRET_KEY: &str = "DB_URL";
 const NAMESPACE: &str = "orders-service";
 
 /// Each application overlay with the kustomization of its migrations Job.
-const OVERLAYS: [(&str, &str); 3] = [
+const OVERLAYS: [(&str, &str); 4] = [
     ("k8s/overlays/local", "k8s/overlays/local/migrations"),
     ("k8s/overlays/eks", "k8s/overlays/eks/migrations"),
     (
         "k8s/overlays/eks-external-secrets",
+        "k8s/overlays/eks/migrations",
+    ),
+    (
+        "k8s/overlays/eks-opentelemetry",
         "k8s/overlays/eks/migrations",
     ),
 ];
@@ -38,7 +42,11 @@ const OVERLAYS: [(&str, &str); 3] = [
 const OTHER_RENDERS: [&str; 2] = ["k8s/base", "k8s/aws-observability"];
 
 /// The overlays that run on EKS, on Fargate.
-const EKS_OVERLAYS: [&str; 2] = ["k8s/overlays/eks", "k8s/overlays/eks-external-secrets"];
+const EKS_OVERLAYS: [&str; 3] = [
+    "k8s/overlays/eks",
+    "k8s/overlays/eks-external-secrets",
+    "k8s/overlays/eks-opentelemetry",
+];
 
 /// The ingress exposes these and nothing else: the operational endpoints
 /// stay inside the cluster.
@@ -1308,4 +1316,63 @@ fn ci_builds_both_images_without_pulling_and_runs_them() {
             "a build that may pull: {build}"
         );
     }
+}
+
+/// Traces are off unless the OpenTelemetry component is applied; with it the
+/// server sends OTLP/HTTP to the ADOT collector's Service, in a protocol and
+/// with a sampler the configuration accepts, and nothing else changes.
+#[test]
+fn only_the_opentelemetry_component_turns_traces_on() {
+    let traced = "k8s/overlays/eks-opentelemetry";
+    for (overlay, _) in OVERLAYS {
+        let server = container(deployment(overlay), "orders-service");
+        let endpoint = env_value(server, "OTEL_EXPORTER_OTLP_ENDPOINT");
+        if overlay != traced {
+            assert_eq!(endpoint, None, "{overlay} sends traces");
+            continue;
+        }
+        let endpoint = endpoint.expect("the component names a collector");
+        assert!(
+            endpoint.starts_with("http://") && endpoint.ends_with(":4318"),
+            "OTLP/HTTP's port: {endpoint}"
+        );
+        let variables: Vec<(String, String)> = array(&server["env"])
+            .iter()
+            .map(|entry| {
+                (
+                    text(&entry["name"]).to_owned(),
+                    text(&entry["value"]).to_owned(),
+                )
+            })
+            .collect();
+        let settings = orders_service::config::Settings::from_vars(
+            variables
+                .into_iter()
+                .chain([("DB_URL".to_owned(), "postgresql://db/orders".to_owned())]),
+        );
+        let traces = match settings {
+            Ok(settings) => settings.traces,
+            Err(err) => panic!("{traced}: {err}"),
+        };
+        assert_eq!(
+            traces.endpoint.as_deref(),
+            Some(format!("{endpoint}/v1/traces").as_str())
+        );
+    }
+    let mut without = rendered(traced).to_vec();
+    let mut eks = rendered("k8s/overlays/eks").to_vec();
+    for objects in [&mut without, &mut eks] {
+        for object in objects.iter_mut() {
+            if object["kind"] == "Deployment" {
+                let env = &mut object["spec"]["template"]["spec"]["containers"][0]["env"];
+                if let Some(entries) = env.as_array_mut() {
+                    entries.retain(|entry| !text(&entry["name"]).starts_with("OTEL_"));
+                }
+            }
+        }
+    }
+    assert_eq!(
+        without, eks,
+        "the component changes nothing but the OTEL_ variables"
+    );
 }

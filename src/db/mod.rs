@@ -23,6 +23,14 @@ pub enum Database {
 }
 
 impl Database {
+    /// `db.system.name`, as OpenTelemetry spans name the backend.
+    pub fn system(&self) -> &'static str {
+        match self {
+            Database::Postgres(_) => "postgresql",
+            Database::Sqlite(_) => "sqlite",
+        }
+    }
+
     /// Builds the pool without connecting: the service must start (and
     /// report not-ready) while the database is down.
     pub fn connect_lazy(settings: &DatabaseSettings) -> Self {

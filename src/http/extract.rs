@@ -94,9 +94,11 @@ impl<S: Send + Sync> FromRequestParts<S> for OrderIdPath {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|rejection| invalid(rejection.body_text()))?;
-        Uuid::try_parse(&raw)
-            .map(OrderIdPath)
-            .map_err(|err| invalid(format!("Input should be a valid UUID, {err}")))
+        let id = Uuid::try_parse(&raw)
+            .map_err(|err| invalid(format!("Input should be a valid UUID, {err}")))?;
+        // The request's span names the order, so its trace is found by id.
+        tracing::Span::current().record("order.id", tracing::field::display(id));
+        Ok(OrderIdPath(id))
     }
 }
 

@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 
 /// Clients may send any method name; only the standard ones get a series of
 /// their own, so the number of series stays bounded.
-fn method_label(method: &Method) -> &'static str {
+pub(super) fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::HEAD => "HEAD",

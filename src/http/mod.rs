@@ -82,6 +82,9 @@ fn cors(origins: Option<&[String]>) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
+/// The server span of a request: named and attributed the way the
+/// OpenTelemetry conventions for HTTP servers say, and a child of the
+/// caller's span when the request carries a `traceparent`.
 fn request_span(request: &Request) -> Span {
     if is_operational(request.uri().path()) {
         return Span::none();
@@ -96,7 +99,25 @@ fn request_span(request: &Request) -> Span {
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!("request", method = %request.method(), route, request_id)
+    let method = metrics::method_label(request.method());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        method = %request.method(),
+        route,
+        request_id,
+        http.request.method = method,
+        http.route = route,
+        url.path = request.uri().path(),
+        url.scheme = "http",
+        http.response.status_code = tracing::field::Empty,
+        "error.type" = tracing::field::Empty,
+        order.id = tracing::field::Empty,
+    );
+    crate::trace_context::continue_from(&span, request.headers());
+    span
 }
 
 fn log_response(response: &Response, latency: Duration, span: &Span) {
@@ -104,8 +125,12 @@ fn log_response(response: &Response, latency: Duration, span: &Span) {
         return;
     }
     let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
     let latency_ms = latency.as_secs_f64() * 1_000.0;
     if response.status().is_server_error() {
+        // A server span fails on 5xx only: a 4xx is the client's mistake.
+        span.record("otel.status_code", "error");
+        span.record("error.type", status.to_string());
         // The one place a failed request's cause is logged: the error that
         // made the response left it there.
         let cause = response

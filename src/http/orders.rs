@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tracing::Instrument;
 
 use super::cursor;
 use super::dto::{CreateOrder, OrderResponse, OrdersPage};
@@ -181,6 +182,7 @@ fn canonical_request(order: &NewOrder) -> String {
 }
 
 fn created(order: Order, replayed: bool) -> Result<Response, ApiError> {
+    tracing::Span::current().record("order.id", tracing::field::display(order.id));
     let location =
         HeaderValue::from_str(&format!("/orders/{}", order.id)).map_err(ApiError::internal)?;
     let mut response = (
@@ -254,7 +256,7 @@ pub async fn replace_order(
     let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
     let order = state
         .tasks
-        .spawn(async move { lifecycle.replace(&owner, id, &order).await })
+        .spawn(async move { lifecycle.replace(&owner, id, &order).await }.in_current_span())
         .await
         .map_err(ApiError::internal)??;
     Ok(Json(order.into()))
@@ -285,7 +287,7 @@ pub async fn delete_order(
     let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
     state
         .tasks
-        .spawn(async move { lifecycle.delete(&owner, id).await })
+        .spawn(async move { lifecycle.delete(&owner, id).await }.in_current_span())
         .await
         .map_err(ApiError::internal)??;
     Ok(StatusCode::NO_CONTENT)
@@ -333,7 +335,7 @@ pub async fn pay_order(
     let retry_after = lifecycle.timing().retry.as_secs().max(1);
     let paid = state
         .tasks
-        .spawn(async move { lifecycle.pay(&owner, id).await })
+        .spawn(async move { lifecycle.pay(&owner, id).await }.in_current_span())
         .await
         .map_err(ApiError::internal)??;
     Ok(match paid {
@@ -379,7 +381,7 @@ pub async fn cancel_order(
     let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
     let order = state
         .tasks
-        .spawn(async move { lifecycle.cancel(&owner, id).await })
+        .spawn(async move { lifecycle.cancel(&owner, id).await }.in_current_span())
         .await
         .map_err(ApiError::internal)??;
     Ok(Json(order.into()))

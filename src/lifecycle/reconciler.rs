@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
+use tracing::field::{Empty, display};
+use tracing::{Instrument, Span};
 use uuid::Uuid;
 
 use super::{OrderLifecycle, Verdict, millis};
@@ -41,6 +43,23 @@ pub async fn run(lifecycle: Arc<OrderLifecycle>, interval: Duration, stop: Cance
     tracing::info!("reconciler stopped");
 }
 
+/// The span of one item settled: the root of a trace of its own (the
+/// request that left the item open is not recorded with it), named by
+/// kind and carrying the ids an operator searches by.
+fn item_span(kind: &'static str, order_id: Uuid) -> Span {
+    tracing::info_span!(
+        parent: None,
+        "reconcile",
+        otel.name = format!("reconcile {kind}"),
+        otel.kind = "internal",
+        reconcile.kind = kind,
+        order.id = %order_id,
+        payment.attempt_key = Empty,
+        payment.id = Empty,
+        kitchen.schedule_id = Empty,
+    )
+}
+
 impl OrderLifecycle {
     /// One pass over every kind of open item, then the backlog metrics.
     pub async fn reconcile_once(
@@ -56,32 +75,43 @@ impl OrderLifecycle {
                 self.release(item.claim.lease).await;
                 continue;
             }
-            let Some(lease) = self.repo.renew(item.claim.lease, lease_ms).await? else {
+            let span = item_span("charge", item.claim.lease.order_id);
+            span.record("payment.attempt_key", display(item.claim.key));
+            let renewed = self.repo.renew(item.claim.lease, lease_ms);
+            let Some(lease) = renewed.instrument(span.clone()).await? else {
                 continue;
             };
             item.claim.lease = lease;
-            self.settle_attempt(item).await;
+            self.settle_attempt(item).instrument(span).await;
         }
         for mut item in self.repo.claim_due_orders(BATCH, lease_ms).await? {
             if stop.is_cancelled() {
                 self.release(item.lease).await;
                 continue;
             }
-            let Some(lease) = self.repo.renew(item.lease, lease_ms).await? else {
+            let span = item_span("kitchen", item.lease.order_id);
+            if let Some(schedule_id) = item.schedule_id {
+                span.record("kitchen.schedule_id", display(schedule_id));
+            }
+            let renewed = self.repo.renew(item.lease, lease_ms);
+            let Some(lease) = renewed.instrument(span.clone()).await? else {
                 continue;
             };
             item.lease = lease;
-            self.follow_order(item).await;
+            self.follow_order(item).instrument(span).await;
         }
         for item in self.repo.claim_due_refunds(BATCH, lease_ms).await? {
             if stop.is_cancelled() {
                 // Its lease expires by itself; refunds have no other holder.
                 continue;
             }
-            let Some(item) = self.repo.renew_refund(&item, lease_ms).await? else {
+            let span = item_span("refund", item.order_id);
+            span.record("payment.id", display(item.payment_id));
+            let renewed = self.repo.renew_refund(&item, lease_ms);
+            let Some(item) = renewed.instrument(span.clone()).await? else {
                 continue;
             };
-            self.deliver_refund(item).await;
+            self.deliver_refund(item).instrument(span).await;
         }
         let backlog = self.repo.backlog().await?;
         self.metrics

@@ -233,6 +233,7 @@ impl OrdersRepository {
         &self.db
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "create", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "create"))]
     pub async fn create(&self, owner: &str, order: &NewOrder) -> Result<Order> {
         // PostgreSQL writes the order and its items in one statement, atomic
         // on its own; SQLite's several need a transaction.
@@ -249,11 +250,13 @@ impl OrdersRepository {
         }
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "get", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "get", order.id = %id))]
     pub async fn get(&self, owner: &str, id: OrderId) -> Result<Order> {
         let rows: Vec<ItemRow> = fetch!(&self.db, fetch_all, sql::GET; Id(id), owner)?;
         rows::assemble(rows)?.pop().ok_or(RepositoryError::NotFound)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "list", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "list"))]
     pub async fn list(&self, owner: &str, page: PageRequest) -> Result<Page> {
         let rows: Vec<ItemRow> = on_backend!(&self.db, run, async |conn| {
             let query = sqlx::query_as(sql::list(page.filter, page.after.is_some()))
@@ -280,6 +283,7 @@ impl OrdersRepository {
     }
 
     /// Replaces the items of a `created` order.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "replace", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "replace", order.id = %id))]
     pub async fn replace(&self, owner: &str, id: OrderId, order: &NewOrder) -> Result<Order> {
         // The first statement writes, so the transaction takes SQLite's write
         // lock at once instead of upgrading a read lock (which can deadlock);
@@ -310,6 +314,7 @@ impl OrdersRepository {
     }
 
     /// Deletes an order unless it is paid for and not yet finished.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "delete", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "delete", order.id = %id))]
     pub async fn delete(&self, owner: &str, id: OrderId) -> Result<()> {
         on_backend!(&self.db, run, async |conn| {
             let deleted = sqlx::query(sql::DELETE_ORDER)
@@ -327,6 +332,7 @@ impl OrdersRepository {
 
     /// Creates an order under an idempotency key, or tells what the key
     /// already stands for.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "create_with_key", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "create_with_key"))]
     pub async fn create_with_key(
         &self,
         owner: &str,

@@ -573,6 +573,7 @@ impl ClaimCharge for sqlx::SqliteConnection {
 }
 
 impl super::OrdersRepository {
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "lifecycle_state", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "lifecycle_state", order.id = %id))]
     pub async fn lifecycle_state(&self, owner: &str, id: OrderId) -> Result<LifecycleState> {
         let row: Option<StateRow> =
             fetch!(&self.db, fetch_optional, LIFECYCLE_STATE; Id(id), owner)?;
@@ -592,6 +593,7 @@ impl super::OrdersRepository {
 
     /// Takes the lease on an order in `status` for `lease_ms`; `None` when
     /// the order is in another status or another holds a live lease.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "claim", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "claim", order.id = %id))]
     pub async fn claim(
         &self,
         owner: &str,
@@ -610,6 +612,7 @@ impl super::OrdersRepository {
     /// Takes the lease on a `created` order and the attempt to charge it:
     /// its open attempt if it has one (the same key is sent again), else a
     /// new one with `new_key`. Committed before payments is called.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "begin_charge", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "begin_charge", order.id = %id))]
     pub async fn begin_charge(
         &self,
         owner: &str,
@@ -632,6 +635,7 @@ impl super::OrdersRepository {
 
     /// The lease on a `created` order whose attempt is open, to ask
     /// payments again; `None` when none is open or another holds it.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "claim_open_attempt", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "claim_open_attempt", order.id = %id))]
     pub async fn claim_open_attempt(
         &self,
         owner: &str,
@@ -662,6 +666,7 @@ impl super::OrdersRepository {
     }
 
     /// Gives a lease back.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "release", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "release", order.id = %lease.order_id))]
     pub async fn release(&self, lease: Lease) -> Result<()> {
         execute!(&self.db, RELEASE; Id(lease.order_id), Time(lease.until))?;
         Ok(())
@@ -671,6 +676,7 @@ impl super::OrdersRepository {
     /// `delay_ms`. `failed` counts the look as a failure, for the backoff;
     /// `unsent` says a schedule request is known not to have reached the
     /// kitchen.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "defer", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "defer", order.id = %lease.order_id))]
     pub async fn defer(
         &self,
         lease: Lease,
@@ -684,6 +690,7 @@ impl super::OrdersRepository {
     }
 
     /// The lease extended by `lease_ms` from now, if it has not run out.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "renew", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "renew", order.id = %lease.order_id))]
     pub async fn renew(&self, lease: Lease, lease_ms: i64) -> Result<Option<Lease>> {
         let row: Option<UntilRow> = fetch!(&self.db, fetch_optional, RENEW;
             Id(lease.order_id), Time(lease.until), lease_ms)?;
@@ -694,6 +701,7 @@ impl super::OrdersRepository {
     }
 
     /// A refund's lease extended by `lease_ms` from now, if it has not run out.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "renew_refund", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "renew_refund", order.id = %refund.order_id, payment.id = %refund.payment_id))]
     pub async fn renew_refund(
         &self,
         refund: &DueRefund,
@@ -711,6 +719,7 @@ impl super::OrdersRepository {
     /// once. The lease is kept for `keep_ms` more (to schedule) or dropped.
     /// `None` when the lease was lost meanwhile (nothing is written; whoever
     /// holds the order now records the same answer under the same key).
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "record_paid", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "record_paid", order.id = %claim.lease.order_id, payment.attempt_key = %claim.key))]
     pub async fn record_paid(
         &self,
         claim: ChargeClaim,
@@ -756,6 +765,7 @@ impl super::OrdersRepository {
     }
 
     /// Payments declined the attempt: settled; the next pay makes a new one.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "record_declined", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "record_declined", payment.attempt_key = %key))]
     pub async fn record_declined(&self, key: Uuid, payment_id: Uuid) -> Result<()> {
         execute!(&self.db, ATTEMPT_DECLINED; Id(key), Id(payment_id))?;
         Ok(())
@@ -763,6 +773,7 @@ impl super::OrdersRepository {
 
     /// The attempt stays open (`Pending`, or `Unknown` after a lost answer),
     /// asked again in `retry_ms` with the same key.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "record_open", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "record_open", payment.attempt_key = %key))]
     pub async fn record_open(
         &self,
         key: Uuid,
@@ -777,12 +788,14 @@ impl super::OrdersRepository {
 
     /// The request with this fresh key never left: as if it never was,
     /// provided `lease` still holds the order.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "forget_attempt", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "forget_attempt", order.id = %lease.order_id, payment.attempt_key = %key))]
     pub async fn forget_attempt(&self, key: Uuid, lease: Lease) -> Result<()> {
         execute!(&self.db, FORGET_ATTEMPT; Id(key), Time(lease.until))?;
         Ok(())
     }
 
     /// Records that a schedule request is about to reach the kitchen.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "mark_schedule_sent", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "mark_schedule_sent", order.id = %lease.order_id))]
     pub async fn mark_schedule_sent(&self, lease: Lease) -> Result<bool> {
         let marked = execute!(&self.db, SCHEDULE_SENT; Id(lease.order_id), Time(lease.until))?;
         Ok(marked == 1)
@@ -790,6 +803,7 @@ impl super::OrdersRepository {
 
     /// `paid` → `progress`; the lease is kept for `keep_ms` (to cancel) or
     /// dropped. `None` when the lease was lost meanwhile.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "record_scheduled", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "record_scheduled", order.id = %lease.order_id, kitchen.schedule_id = %schedule_id))]
     pub async fn record_scheduled(
         &self,
         lease: Lease,
@@ -825,12 +839,14 @@ impl super::OrdersRepository {
     }
 
     /// The kitchen finished the order: `progress` → `dispatched`.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "record_dispatched", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "record_dispatched", order.id = %lease.order_id))]
     pub async fn record_dispatched(&self, lease: Lease) -> Result<bool> {
         let done = execute!(&self.db, ORDER_DISPATCHED; Id(lease.order_id), Time(lease.until))?;
         Ok(done == 1)
     }
 
     /// Cancels a `created` order that nobody holds or pays for.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "cancel_created", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "cancel_created", order.id = %id))]
     pub async fn cancel_created(&self, owner: &str, id: OrderId) -> Result<bool> {
         let done = execute!(&self.db, CANCEL_CREATED; Id(id), owner)?;
         Ok(done == 1)
@@ -838,6 +854,7 @@ impl super::OrdersRepository {
 
     /// Cancels a `paid` order that no schedule request can have reached,
     /// with the refund of its charge owed in the same transaction.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "cancel_paid", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "cancel_paid", order.id = %id))]
     pub async fn cancel_paid(&self, owner: &str, id: OrderId, refund_key: Uuid) -> Result<bool> {
         held(on_backend!(&self.db, transaction, async |tx| {
             let charged: Option<Option<Id>> = sqlx::query_scalar(CANCEL_PAID)
@@ -864,6 +881,7 @@ impl super::OrdersRepository {
     /// attempt (`attempt`: key and verdict) in the same transaction, and
     /// owes the refund of its charge, if it was charged. `false` when the
     /// lease was lost meanwhile (nothing is written).
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "cancel_held", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "cancel_held", order.id = %lease.order_id))]
     pub async fn cancel_held(
         &self,
         lease: Lease,
@@ -997,6 +1015,7 @@ impl super::OrdersRepository {
     }
 
     /// Records what a refund call came to, under the refund's lease.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "record_refund", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "record_refund", order.id = %refund.order_id, payment.id = %refund.payment_id))]
     pub async fn record_refund(&self, refund: &DueRefund, outcome: RefundOutcome) -> Result<()> {
         let (key, until) = (Id(refund.key), Time(refund.until));
         match outcome {

@@ -6,7 +6,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{IDEMPOTENCY_KEY, UpstreamError, expect_json, join, unexpected};
+use tracing::field::display;
+
+use super::{
+    IDEMPOTENCY_KEY, Service, UpstreamError, call_span, expect_json, join, send, traced, unexpected,
+};
 use crate::domain::{OrderId, OrderItems, Size};
 
 /// Where the kitchen says a schedule is.
@@ -104,42 +108,62 @@ impl Kitchen for KitchenClient {
                 })
                 .collect(),
         };
-        let response = self
-            .client
-            .post(join(&self.base_url, "/kitchen/schedules"))
-            .header(IDEMPOTENCY_KEY, order_id.to_string())
-            .json(&body)
-            .send()
+        let span = call_span(Service::Kitchen, "POST", "/kitchen/schedules");
+        span.record("order.id", display(order_id));
+        traced(span.clone(), async {
+            let response = send(
+                self.client
+                    .post(join(&self.base_url, "/kitchen/schedules"))
+                    .header(IDEMPOTENCY_KEY, order_id.to_string())
+                    .json(&body),
+            )
             .await?;
-        let schedule: Schedule = expect_json(response, reqwest::StatusCode::CREATED).await?;
-        Ok(schedule.id)
+            let schedule: Schedule = expect_json(response, reqwest::StatusCode::CREATED).await?;
+            span.record("kitchen.schedule_id", display(schedule.id));
+            Ok(schedule.id)
+        })
+        .await
     }
 
     async fn status(&self, schedule_id: Uuid) -> Result<ScheduleStatus, UpstreamError> {
-        let response = self
-            .client
-            .get(self.url(schedule_id, "status"))
-            .send()
-            .await?;
-        let answer: StatusAnswer = expect_json(response, reqwest::StatusCode::OK).await?;
-        Ok(answer.status)
+        let span = call_span(
+            Service::Kitchen,
+            "GET",
+            "/kitchen/schedules/{schedule_id}/status",
+        );
+        span.record("kitchen.schedule_id", display(schedule_id));
+        traced(span, async {
+            let response = send(self.client.get(self.url(schedule_id, "status"))).await?;
+            let answer: StatusAnswer = expect_json(response, reqwest::StatusCode::OK).await?;
+            Ok(answer.status)
+        })
+        .await
     }
 
     async fn cancel(&self, schedule_id: Uuid, key: Uuid) -> Result<CancelOutcome, UpstreamError> {
-        let response = self
-            .client
-            .post(self.url(schedule_id, "cancel"))
-            .header(IDEMPOTENCY_KEY, key.to_string())
-            .send()
+        let span = call_span(
+            Service::Kitchen,
+            "POST",
+            "/kitchen/schedules/{schedule_id}/cancel",
+        );
+        span.record("kitchen.schedule_id", display(schedule_id));
+        traced(span, async {
+            let response = send(
+                self.client
+                    .post(self.url(schedule_id, "cancel"))
+                    .header(IDEMPOTENCY_KEY, key.to_string()),
+            )
             .await?;
-        match response.status() {
-            reqwest::StatusCode::OK => {
-                // The body is not read: any body, or none, confirms.
-                Ok(CancelOutcome::Cancelled)
+            match response.status() {
+                reqwest::StatusCode::OK => {
+                    // The body is not read: any body, or none, confirms.
+                    Ok(CancelOutcome::Cancelled)
+                }
+                reqwest::StatusCode::CONFLICT => Ok(CancelOutcome::Refused),
+                reqwest::StatusCode::NOT_FOUND => Ok(CancelOutcome::Unknown),
+                other => Err(unexpected(other)),
             }
-            reqwest::StatusCode::CONFLICT => Ok(CancelOutcome::Refused),
-            reqwest::StatusCode::NOT_FOUND => Ok(CancelOutcome::Unknown),
-            other => Err(unexpected(other)),
-        }
+        })
+        .await
     }
 }

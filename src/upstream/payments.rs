@@ -6,7 +6,9 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{IDEMPOTENCY_KEY, UpstreamError, expect_json, join};
+use tracing::field::display;
+
+use super::{IDEMPOTENCY_KEY, Service, UpstreamError, call_span, expect_json, join, send, traced};
 use crate::domain::OrderId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -73,26 +75,39 @@ impl PaymentsClient {
 #[async_trait]
 impl Payments for PaymentsClient {
     async fn charge(&self, order_id: OrderId, key: Uuid) -> Result<Payment, UpstreamError> {
-        let response = self
-            .client
-            .post(join(&self.base_url, "/payments"))
-            .header(IDEMPOTENCY_KEY, key.to_string())
-            .json(&json!({ "order_id": order_id }))
-            .send()
+        let span = call_span(Service::Payments, "POST", "/payments");
+        span.record("order.id", display(order_id));
+        span.record("payment.attempt_key", display(key));
+        traced(span.clone(), async {
+            let response = send(
+                self.client
+                    .post(join(&self.base_url, "/payments"))
+                    .header(IDEMPOTENCY_KEY, key.to_string())
+                    .json(&json!({ "order_id": order_id })),
+            )
             .await?;
-        expect_json(response, reqwest::StatusCode::CREATED).await
+            let payment: Payment = expect_json(response, reqwest::StatusCode::CREATED).await?;
+            span.record("payment.id", display(payment.id));
+            Ok(payment)
+        })
+        .await
     }
 
     async fn refund(&self, payment_id: Uuid, key: Uuid) -> Result<Refund, UpstreamError> {
-        let response = self
-            .client
-            .post(join(
-                &self.base_url,
-                &format!("/payments/{payment_id}/refunds"),
-            ))
-            .header(IDEMPOTENCY_KEY, key.to_string())
-            .send()
+        let span = call_span(Service::Payments, "POST", "/payments/{payment_id}/refunds");
+        span.record("payment.id", display(payment_id));
+        traced(span, async {
+            let response = send(
+                self.client
+                    .post(join(
+                        &self.base_url,
+                        &format!("/payments/{payment_id}/refunds"),
+                    ))
+                    .header(IDEMPOTENCY_KEY, key.to_string()),
+            )
             .await?;
-        expect_json(response, reqwest::StatusCode::CREATED).await
+            expect_json(response, reqwest::StatusCode::CREATED).await
+        })
+        .await
     }
 }

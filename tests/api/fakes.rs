@@ -118,6 +118,8 @@ struct State {
     kitchen: KitchenState,
     /// Requests whose answer is held, released together.
     held: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// `METHOD path` and the `traceparent` it came with (if any), in turn.
+    traceparents: Vec<(String, Option<String>)>,
 }
 
 /// Both fakes on one server (distinct paths), as tests wire them to
@@ -141,6 +143,11 @@ impl Fake {
             }
         });
         Self { url, state }
+    }
+
+    /// The `traceparent` of every call so far, by `METHOD path`.
+    pub fn traceparents(&self) -> Vec<(String, Option<String>)> {
+        self.with(|state| state.traceparents.clone())
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -359,6 +366,9 @@ async fn serve(mut socket: TcpStream, state: Arc<Mutex<State>>) {
     };
     let mut reply = {
         let mut state = state.lock().unwrap();
+        let call = format!("{} {}", request.method, request.path);
+        let traceparent = request.headers.get("traceparent").cloned();
+        state.traceparents.push((call, traceparent));
         route(&mut state, &request)
     };
     if let Reply::Delayed(answer) = reply {

@@ -55,7 +55,7 @@ async fn cancel(app: &TestApp, id: Uuid) -> reqwest::Response {
 }
 
 /// Waits (at most 15 s) until `done` holds, re-checking every 50 ms.
-async fn eventually<F: AsyncFn() -> bool>(what: &str, done: F) {
+pub async fn eventually<F: AsyncFn() -> bool>(what: &str, done: F) {
     let started = Instant::now();
     while !done().await {
         assert!(

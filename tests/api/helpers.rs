@@ -222,7 +222,7 @@ pub async fn spawn_on(db: TestDatabase, extra: &[(&str, &str)]) -> TestApp {
     let settings = test_settings(&db.url, extra);
     // `TEST_LOG=debug cargo test ...` shows the service's logs.
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        orders_service::telemetry::init(&LogSettings {
+        orders_service::telemetry::init_logs(&LogSettings {
             filter,
             format: LogFormat::Pretty,
         });

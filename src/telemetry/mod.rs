@@ -1,0 +1,147 @@
+//! Logs and traces: set up once per process. Logs are filtered by
+//! `RUST_LOG` and written as JSON lines by default; every `tracing` span
+//! is also an OpenTelemetry span, exported over OTLP when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Without an endpoint spans still get
+//! trace ids, so log lines and calls to other services carry them.
+
+mod export;
+mod log_line;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::{LogFormat, LogSettings, OtlpProtocol, TraceSampler, TraceSettings};
+
+/// The provider behind the global subscriber, kept to flush it at shutdown.
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Installs the global subscriber with traces off: for tests and tools that
+/// only want log lines. Later calls are ignored.
+pub fn init_logs(settings: &LogSettings) {
+    install(settings, None);
+}
+
+/// Installs the global subscriber. Later calls (tests that build several
+/// apps in one process) are ignored.
+pub fn init(logs: &LogSettings, traces: &TraceSettings) -> Result<(), String> {
+    let provider = provider(traces)?;
+    install(logs, Some(provider));
+    Ok(())
+}
+
+fn install(settings: &LogSettings, provider: Option<SdkTracerProvider>) {
+    let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|err| {
+        let filter = &settings.filter;
+        eprintln!("RUST_LOG {filter:?} is not a valid filter ({err}); using \"info\"");
+        EnvFilter::new("info")
+    });
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
+    // Each layer has its own filter: `RUST_LOG=warn` quietens the logs,
+    // not the traces.
+    let fmt = match settings.format {
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .map_event_format(log_line::WithTraceIds)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => fmt.with_filter(filter).boxed(),
+    };
+    let traces = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("orders-service"))
+            // Spans carry what the code records; file, line and thread
+            // would only add bytes to every one.
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(Targets::new().with_target(env!("CARGO_CRATE_NAME"), Level::INFO))
+    });
+    let installed = tracing_subscriber::registry()
+        .with(traces)
+        .with(fmt)
+        .try_init()
+        .is_ok();
+    if let (true, Some(provider)) = (installed, provider) {
+        let _ = PROVIDER.set(provider);
+    }
+}
+
+fn provider(settings: &TraceSettings) -> Result<SdkTracerProvider, String> {
+    let mut resource = Resource::builder_empty()
+        .with_service_name(settings.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    for (key, value) in &settings.resource_attributes {
+        // `service.name` comes from OTEL_SERVICE_NAME, which wins.
+        if key != "service.name" {
+            resource = resource.with_attribute(KeyValue::new(key.clone(), value.clone()));
+        }
+    }
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource.build())
+        .with_sampler(sampler(settings.sampler));
+    if let Some(endpoint) = &settings.endpoint {
+        use opentelemetry_otlp::WithExportConfig;
+        // The exporter's client uses rustls like the upstream clients, with
+        // the same process-wide provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(endpoint.clone())
+            .with_protocol(match settings.protocol {
+                OtlpProtocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
+                OtlpProtocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
+            })
+            .with_timeout(export::EXPORT_TIMEOUT)
+            .build()
+            .map_err(|err| format!("cannot build the OTLP exporter: {err}"))?;
+        builder = builder.with_span_processor(export::bounded_batches(exporter));
+    }
+    Ok(builder.build())
+}
+
+fn sampler(settings: TraceSampler) -> Sampler {
+    let own = if settings.ratio >= 1.0 {
+        Sampler::AlwaysOn
+    } else if settings.ratio <= 0.0 {
+        Sampler::AlwaysOff
+    } else {
+        Sampler::TraceIdRatioBased(settings.ratio)
+    };
+    if settings.parent_based {
+        Sampler::ParentBased(Box::new(own))
+    } else {
+        own
+    }
+}
+
+/// Sends what is queued, waiting at most `within`: shutdown calls it with
+/// what is left of the drain deadline. Spans still unsent then are lost,
+/// and the process stops on time.
+pub async fn flush(within: Duration) {
+    let Some(provider) = PROVIDER.get() else {
+        return;
+    };
+    let provider = provider.clone();
+    // The export is a blocking call on the processor's thread; waiting for
+    // it here must not hold up a runtime worker.
+    let flushing = tokio::task::spawn_blocking(move || provider.force_flush());
+    match tokio::time::timeout(within, flushing).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => tracing::warn!(error = %err, "could not flush spans"),
+        Ok(Err(err)) => tracing::warn!(error = %err, "could not flush spans"),
+        Err(_) => tracing::warn!(?within, "flushing spans timed out; the rest are dropped"),
+    }
+}

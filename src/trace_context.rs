@@ -1,0 +1,50 @@
+//! W3C trace context (`traceparent`, `tracestate`) in HTTP headers: read
+//! from requests that come in, written onto calls that go out, so the
+//! callers' and the upstream services' spans join one trace.
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Makes `span` a child of the trace context in `headers`, if they carry a
+/// valid one; otherwise it stays the root of a new trace.
+pub fn continue_from(span: &Span, headers: &HeaderMap) {
+    let parent = TraceContextPropagator::new().extract(&Headers(headers));
+    use opentelemetry::trace::TraceContextExt;
+    if parent.span().span_context().is_valid() {
+        // Fails only when the span is disabled, and then nothing is traced.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// Writes `span`'s trace context into `headers`.
+pub fn inject(span: &Span, headers: &mut HeaderMap) {
+    TraceContextPropagator::new().inject_context(&span.context(), &mut HeadersMut(headers));
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+struct HeadersMut<'a>(&'a mut HeaderMap);
+
+impl Injector for HeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
