@@ -93,22 +93,38 @@ def const_str(source, name):
 
 
 def list_sql(source, filter_sql):
-    """Expands sql.rs's `list!` macro for one filter, without a cursor."""
+    """Expands sql.rs's `list!` macro for PostgreSQL and one filter, without
+    a cursor."""
     m = re.search(r"macro_rules! list \{.*?concat!\((.*?)\)\s*\};", source, re.S)
     if not m:
         raise SystemExit("bench: cannot find the list! macro in src/repository/sql.rs")
+    join = re.search(r"macro_rules! items_join \{.*?\(postgres\) => \{\s*\"((?:[^\"\\]|\\.|\\\n)*)\"",
+                     source, re.S)
+    if not join:
+        raise SystemExit("bench: cannot find items_join!(postgres) in src/repository/sql.rs")
     parts = []
-    for lit, var in re.findall(r"\"((?:[^\"\\]|\\.)*)\"|\$(filter|after)", m.group(1)):
+    for lit, var in _list_tokens(m.group(1)):
         if var == "filter":
             parts.append(filter_sql)
         elif var == "after":
             parts.append("")
+        elif var == "join":
+            parts.append(rust_string(join.group(1)))
         else:
             parts.append(rust_string(lit))
     sql = "".join(parts)
-    if filter_sql and f'list!("{filter_sql}", "")' not in source:
-        raise SystemExit(f"bench: filter {filter_sql!r} is no longer in LIST of sql.rs")
+    if filter_sql and f'list!($backend, "{filter_sql}", "")' not in source:
+        raise SystemExit(f"bench: filter {filter_sql!r} is no longer in list_shapes! of sql.rs")
     return sql
+
+
+def _list_tokens(body):
+    """(literal, variable) pairs of the list! macro's concat!, in order."""
+    tokens = []
+    for lit, var, join in re.findall(
+            r"\"((?:[^\"\\]|\\.)*)\"|\$(filter|after)\b|(items_join!\(\$backend\))", body):
+        tokens.append((lit, "join" if join else var))
+    return tokens
 
 
 def subst(sql, mapping):

@@ -21,4 +21,5 @@ mod orders_list;
 mod orders_read;
 mod orders_update;
 mod pg_pool;
+mod query_plans;
 mod upstreams;
