@@ -50,8 +50,28 @@ toolchain="$(rustc --print sysroot)"
     exit 1
 }
 
+# vfs keeps a whole copy of the root file system for every layer: a first
+# build peaked at 47 GB under /var/lib/containers here. The layers of an
+# earlier run stay as a cache (a second run rebuilds only what changed) when
+# the disk can hold a build on top of them; otherwise everything goes, the
+# stand-ins are made again (a minute or two), and a build that still would
+# not fit stops here rather than filling the disk.
+STORE=/var/lib/containers
+PEAK_GB=52
+mkdir -p "$STORE" "$WORK"
+free_gb() { df --output=avail -BG "$STORE" | tail -n1 | tr -dc 0-9; }
+held_gb=$(du -s -BG "$STORE" | cut -f1 | tr -dc 0-9)
+if [ "$(free_gb)" -lt $((PEAK_GB - held_gb)) ]; then
+    step "$(free_gb) GB free and $held_gb GB of layers under $STORE: dropping the layer cache"
+    buildah rm --all >/dev/null 2>&1 || true
+    buildah rmi --all --force >/dev/null 2>&1 || true
+fi
+if [ "$(free_gb)" -lt $((PEAK_GB - $(du -s -BG "$STORE" | cut -f1 | tr -dc 0-9))) ]; then
+    echo "$(free_gb) GB free under $STORE; building both images with vfs storage needs up to $PEAK_GB GB" >&2
+    exit 1
+fi
+
 step "Stand-in base images (not the real ones)"
-mkdir -p "$WORK"
 if [ ! -x "$ROOTFS/usr/bin/gcc" ]; then
     rm -rf "$ROOTFS"
     debootstrap --variant=minbase --include=gcc,libc6-dev,ca-certificates \
@@ -101,8 +121,10 @@ if ! buildah inspect "$RUNTIME" >/dev/null 2>&1; then
 fi
 
 step "Build both images from the committed Dockerfiles"
-buildah build --pull=never --layers -q -f Dockerfile -t coffeemesh-orders:ci . >/dev/null
-buildah build --pull=never --layers -q -f migrations.dockerfile -t coffeemesh-orders-migrations:ci . >/dev/null
+# The builds' output (cargo's, mostly) goes to a log, shown when a build fails.
+build_failed() { tail -n 60 "$WORK/build.log" >&2; echo "the build failed; its whole log: $WORK/build.log" >&2; exit 1; }
+buildah build --pull=never --layers -q -f Dockerfile -t coffeemesh-orders:ci . >"$WORK/build.log" 2>&1 || build_failed
+buildah build --pull=never --layers -q -f migrations.dockerfile -t coffeemesh-orders-migrations:ci . >>"$WORK/build.log" 2>&1 || build_failed
 echo "built in $((SECONDS - started)) s"
 
 step "Run each image's binary as 65532 in its own read-only root file system"

@@ -645,6 +645,12 @@ fn the_eks_ingress_serves_https_with_a_certificate_and_redirects_http() {
         let annotations = &object(overlay, "Ingress", "orders-service")["metadata"]["annotations"];
         let annotation =
             |name: &str| text(&annotations[format!("alb.ingress.kubernetes.io/{name}")]);
+        // TLS 1.0 and 1.1 are what the controller's default policy adds.
+        assert!(
+            annotation("ssl-policy").starts_with("ELBSecurityPolicy-TLS13-1-2"),
+            "{overlay}: ssl-policy {}",
+            annotation("ssl-policy")
+        );
         let ports: Vec<Value> = serde_json::from_str(annotation("listen-ports"))
             .unwrap_or_else(|error| panic!("{overlay}: listen-ports: {error}"));
         assert!(
@@ -1263,6 +1269,43 @@ fn every_helm_install_in_the_readme_pins_a_chart_version() {
         assert!(
             version.is_some_and(|version| version.chars().all(|c| c.is_ascii_digit() || c == '.')),
             "a chart without an exact --version: {install}"
+        );
+    }
+}
+
+/// CI proves both images by building them from the committed Dockerfiles
+/// with buildah, never pulling (no base image can be pulled there), and
+/// running what they hold; a step left out of `.ci/run` proves nothing.
+#[test]
+fn ci_builds_both_images_without_pulling_and_runs_them() {
+    let read = |path: &str| std::fs::read_to_string(repository().join(path)).expect(path);
+    let run = read(".ci/run");
+    assert!(
+        run.lines().any(|line| line.trim() == ".ci/images.sh"),
+        ".ci/run runs .ci/images.sh"
+    );
+    let images = read(".ci/images.sh");
+    for needed in [
+        "STORAGE_DRIVER=vfs",
+        "BUILDAH_ISOLATION=chroot",
+        "-f Dockerfile",
+        "-f migrations.dockerfile",
+        "--userspec=65532:65532",
+        "remount,bind,ro",
+        "/usr/local/bin/migrate",
+        "/readyz",
+    ] {
+        assert!(images.contains(needed), ".ci/images.sh lacks {needed}");
+    }
+    let builds: Vec<&str> = images
+        .lines()
+        .filter(|line| line.trim_start().starts_with("buildah build"))
+        .collect();
+    assert_eq!(builds.len(), 2, "one build per Dockerfile");
+    for build in builds {
+        assert!(
+            build.contains("--pull=never"),
+            "a build that may pull: {build}"
         );
     }
 }
