@@ -1,4 +1,6 @@
-//! SQL text shared by both backends (numbered `$n` parameters work in both).
+//! SQL text shared by both backends (numbered `$n` parameters work in both),
+//! except the reads of one order and of a page, which PostgreSQL joins to
+//! their items through `LATERAL` (see [`GET`]).
 
 /// One order with its items, in their original order, on PostgreSQL. The
 /// items come from a `LATERAL` subquery on the order's id: a join that can
