@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of the orders service against PostgreSQL's own limit (issue 6).
+# Benchmark of the orders service against PostgreSQL's own limit (issues 6, 14).
 #
 #   bench/run.sh                 PostgreSQL (127.0.0.1:5432, trust auth, user postgres)
 #   bench/run.sh --sqlite        the embedded SQLite default, same HTTP load, no pgbench
@@ -13,17 +13,25 @@
 #   --no-build      use the release binaries already in target/release
 #   --small N       first dataset size (default 10000)
 #   --large N       second dataset size (default 1000000)
+#   --no-fresh      skip the never-analyzed phase
+#   --no-per-core   skip the per-core phase (taskset)
 # Environment: DURATION (15 s a measurement), WARMUP (3 s), CONNECTIONS (32),
 # WRK_THREADS (2), BENCH_PORT (18080), BENCH_DB (orders_bench),
+# CREATE_SECONDS (8 s of POST /orders that fill the never-analyzed database),
 # PG_BASE_URL (postgresql://postgres@127.0.0.1:5432), BENCH_KEEP_DB=1 (keep the
 # database afterwards, for profiling), BENCH_BIN_DIR (binaries to measure,
-# with --no-build: default target/release; for comparing two builds).
+# with --no-build: default $CARGO_TARGET_DIR/release, else target/release;
+# for comparing two builds).
 #
 # Builds the release binaries, makes a fresh database, starts the service
-# (timing start-up until /readyz answers 200), preloads SMALL orders, drives
+# (timing start-up until /readyz answers 200), fills the freshly migrated
+# database through the API and measures the reads there before and after
+# ANALYZE, printing their plans (PostgreSQL), preloads SMALL orders, drives
 # load with wrk on loopback, runs pgbench scripts with the service's own SQL,
 # grows the data to LARGE orders, repeats, shows EXPLAIN (ANALYZE, BUFFERS) of
-# the read queries, and prints one table. Results stay in bench/out/<time>/.
+# the read queries, measures each endpoint again with the service pinned to
+# one core and PostgreSQL and wrk to the other (taskset; PostgreSQL only),
+# and prints the tables. Results stay in bench/out/<time>/.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,6 +49,8 @@ POOL=${DB_POOL_MAX:-}
 LOG_FILTER=${RUST_LOG:-warn}
 SMALL=10000
 LARGE=1000000
+FRESH=1
+PER_CORE=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --sqlite) MODE=sqlite ;;
@@ -49,6 +59,8 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0 ;;
     --small) SMALL=$2; shift ;;
     --large) LARGE=$2; shift ;;
+    --no-fresh) FRESH=0 ;;
+    --no-per-core) PER_CORE=0 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$SELF"; exit 0 ;;
     *) echo "bench: unknown option $1" >&2; exit 2 ;;
   esac
@@ -59,6 +71,7 @@ DURATION=${DURATION:-15}
 WARMUP=${WARMUP:-3}
 CONNECTIONS=${CONNECTIONS:-32}
 WRK_THREADS=${WRK_THREADS:-2}
+CREATE_SECONDS=${CREATE_SECONDS:-8}
 PORT=${BENCH_PORT:-18080}
 DB_NAME=${BENCH_DB:-orders_bench}
 PG_BASE_URL=${PG_BASE_URL:-postgresql://postgres@127.0.0.1:5432}
@@ -68,6 +81,9 @@ SQLITE_FILE=/tmp/orders-bench-$$.db
 WRK_VERSION=4.1.0-3+b2
 OWNER=test          # the caller when AUTH_ON is off
 SERVICE_PID=
+PHASE=preloaded     # which table a measurement goes to
+WRK_PREFIX=()       # taskset for wrk in the per-core phase
+PINNED=             # PostgreSQL's processes are pinned to one core
 
 OUT="$BENCH/out/$(date +%Y%m%d-%H%M%S)-$MODE"
 mkdir -p "$OUT"
@@ -77,7 +93,17 @@ RAW="$OUT/raw.txt"
 
 say() { printf '\n== %s [%ss]\n' "$*" "$SECONDS"; }
 
+# Every PostgreSQL process (the postmaster and its children) on the given
+# CPUs; new backends inherit the postmaster's.
+pin_postgres() {
+  local pid
+  for pid in $(pgrep -x postgres 2>/dev/null; pgrep -f '^postgres: ' 2>/dev/null); do
+    as_root taskset -a -p -c "$1" "$pid" >/dev/null 2>&1 || true
+  done
+}
+
 cleanup() {
+  [ -n "$PINNED" ] && pin_postgres "0-$(($(nproc) - 1))"
   if [ -n "$SERVICE_PID" ] && kill -0 "$SERVICE_PID" 2>/dev/null; then
     kill -TERM "$SERVICE_PID" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$SERVICE_PID" 2>/dev/null || break; sleep 0.1; done
@@ -102,7 +128,8 @@ WRK_INSTALLED=$(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo unknown)
 [ "$WRK_INSTALLED" = "$WRK_VERSION" ] ||
   echo "bench: warning: wrk $WRK_INSTALLED is installed, the benchmark pins $WRK_VERSION" >&2
 need=(python3 curl)
-if [ "$MODE" = postgres ]; then need+=(psql pgbench pg_isready); else need+=(sqlite3); fi
+if [ "$MODE" = postgres ]; then need+=(psql pgbench pg_isready pgrep); else need+=(sqlite3); fi
+[ "$MODE" = postgres ] && [ "$PER_CORE" = 1 ] && need+=(taskset)
 for tool in "${need[@]}"; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
 done
@@ -114,7 +141,7 @@ if [ "$BUILD" = 1 ]; then
   cargo build --release --locked --bins
   echo "build took $((SECONDS - build_start)) s"
 fi
-BIN_DIR=${BENCH_BIN_DIR:-$ROOT/target/release}
+BIN_DIR=${BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 SERVICE="$BIN_DIR/orders-service"
 MIGRATE="$BIN_DIR/migrate"
 [ -x "$SERVICE" ] && [ -x "$MIGRATE" ] || { echo "bench: build the release binaries first" >&2; exit 1; }
@@ -196,12 +223,24 @@ remove_new_orders() {
 # ---------------------------------------------------------------- service
 export DB_URL PORT RUST_LOG="$LOG_FILTER"
 [ -n "$POOL" ] && export DB_POOL_MAX="$POOL"
-say "starting the service (RUST_LOG=$RUST_LOG${POOL:+, DB_POOL_MAX=$POOL})"
-start_json=$(python3 "$BENCH/bench.py" start --port "$PORT" --log "$OUT/service.log" -- "$SERVICE")
-echo "$start_json"
-SERVICE_PID=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$start_json")
-READY_MS=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("ready_ms", "null"))' "$start_json")
-[ "$READY_MS" != null ] || { cat "$OUT/service.log" >&2; exit 1; }
+start_service() { # [COMMAND PREFIX...], e.g. taskset -c 0
+  say "starting the service${1:+ under $*} (RUST_LOG=$RUST_LOG${POOL:+, DB_POOL_MAX=$POOL})"
+  local start_json
+  start_json=$(python3 "$BENCH/bench.py" start --port "$PORT" --log "$OUT/service.log" -- "$@" "$SERVICE")
+  echo "$start_json"
+  SERVICE_PID=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$start_json")
+  READY_MS=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("ready_ms", "null"))' "$start_json")
+  [ "$READY_MS" != null ] || { cat "$OUT/service.log" >&2; exit 1; }
+}
+
+stop_service() {
+  kill -TERM "$SERVICE_PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$SERVICE_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$SERVICE_PID" 2>/dev/null || true
+  SERVICE_PID=
+}
+
+start_service
 
 python3 - "$OUT/meta.json" <<EOF
 import json, os, subprocess, sys
@@ -218,9 +257,9 @@ EOF
 # --------------------------------------------------------------- measures
 http() { # ORDERS ENDPOINT-LABEL BENCH_MODE PATH
   local orders=$1 label=$2 mode=$3 path=$4
-  local wrk_cmd=(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" --timeout 10s -s "$BENCH/wrk/bench.lua")
+  local wrk_cmd=("${WRK_PREFIX[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" --timeout 10s -s "$BENCH/wrk/bench.lua")
   local common=(--endpoint "$label" --orders "$orders" --results "$RESULTS" --raw "$RAW"
-                --mode "$MODE" --pool "${POOL:-default}" --rust-log "$RUST_LOG")
+                --mode "$MODE" --pool "${POOL:-default}" --rust-log "$RUST_LOG" --phase "$PHASE")
   BENCH_MODE=$mode BENCH_IDS="$OUT/ids.txt" python3 "$BENCH/bench.py" http "${common[@]}" --warmup \
     -- "${wrk_cmd[@]}" -d"${WARMUP}s" "http://127.0.0.1:$PORT$path"
   BENCH_MODE=$mode BENCH_IDS="$OUT/ids.txt" python3 "$BENCH/bench.py" http "${common[@]}" \
@@ -244,11 +283,7 @@ pgb() { # ORDERS SCRIPT PROTOCOL
 measure_size() { # ORDERS
   local orders=$1
   say "measuring at $orders orders"
-  if [ "$MODE" = postgres ]; then
-    psql_db -c "SELECT id FROM orders ORDER BY random() LIMIT 20000" > "$OUT/ids.txt"
-  else
-    sqlite_db "SELECT id FROM orders ORDER BY random() LIMIT 20000" > "$OUT/ids.txt"
-  fi
+  sample_ids
   # A sampled id must answer 200 before the load starts.
   curl -sf -o /dev/null "http://127.0.0.1:$PORT/orders/$(head -n1 "$OUT/ids.txt")" ||
     { echo "bench: GET of a preloaded order failed" >&2; exit 1; }
@@ -269,11 +304,12 @@ measure_size() { # ORDERS
   remove_new_orders
 }
 
-explain() {
+explain() { # [FILE]
+  local file=${1:-explain.txt}
   say "query plans at $(count_orders) orders"
   if [ "$MODE" = postgres ]; then
-    psql "$PG_URL" -Xq -v ON_ERROR_STOP=1 -v mid=$((LARGE / 2)) -f "$OUT/pgbench/explain.sql" |
-      tee "$OUT/explain.txt"
+    psql "$PG_URL" -Xq -v ON_ERROR_STOP=1 -v get_id="$(head -n1 "$OUT/ids.txt")" \
+      -f "$OUT/pgbench/explain.sql" | tee "$OUT/$file"
   else
     {
       echo "--- GET /orders/{id}"
@@ -282,9 +318,80 @@ explain() {
         echo "--- GET /orders?limit=10${filter:+&cancelled=false}"
         sqlite_db "EXPLAIN QUERY PLAN WITH page AS (SELECT id, created, status FROM orders WHERE owner = 'test'$filter ORDER BY created DESC, id DESC LIMIT 11) SELECT p.id, p.created, p.status, i.product, i.size, i.quantity FROM page p JOIN order_items i ON i.order_id = p.id ORDER BY p.created DESC, p.id DESC, i.position"
       done
-    } | tee "$OUT/explain.txt"
+    } | tee "$OUT/$file"
   fi
 }
+
+sample_ids() {
+  if [ "$MODE" = postgres ]; then
+    psql_db -c "SELECT id FROM orders ORDER BY random() LIMIT 20000" > "$OUT/ids.txt"
+  else
+    sqlite_db "SELECT id FROM orders ORDER BY random() LIMIT 20000" > "$OUT/ids.txt"
+  fi
+}
+
+# The freshly migrated database (migrate analyzed its empty tables) filled
+# through the API, as it is before autovacuum first analyzes it: the reads
+# on it, their plans, then the same reads after ANALYZE. Autovacuum is off
+# for the two tables meanwhile, so that it cannot analyze them mid-phase.
+fresh_phase() {
+  PHASE=fresh
+  say "never analyzed: POST /orders for ${CREATE_SECONDS} s into the freshly migrated database"
+  psql_db -c "ALTER TABLE orders SET (autovacuum_enabled = false)" \
+    -c "ALTER TABLE order_items SET (autovacuum_enabled = false)"
+  BENCH_MODE=create python3 "$BENCH/bench.py" http --endpoint "fill" --orders 0 --warmup -- \
+    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" --timeout 10s -s "$BENCH/wrk/bench.lua" \
+      -d"${CREATE_SECONDS}s" "http://127.0.0.1:$PORT/orders"
+  local orders
+  orders=$(count_orders)
+  echo "$orders orders placed through the API"
+  sample_ids
+  psql "$PG_URL" -Xq -c "SELECT c.relname, c.reltuples, s.n_live_tup, s.last_analyze,
+      s.last_autoanalyze, (SELECT count(*) FROM pg_stats p WHERE p.tablename = c.relname) AS column_stats
+    FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
+    WHERE c.relname IN ('orders', 'order_items') ORDER BY 1" | tee "$OUT/fresh-stats.txt"
+  explain explain-never-analyzed.txt
+  http "$orders" "GET /orders/{id}" get /
+  http "$orders" "GET /orders?limit=10" url "/orders?limit=10"
+  http "$orders" "GET /orders?limit=10&cancelled=false" url "/orders?limit=10&cancelled=false"
+  PHASE=fresh-analyzed
+  say "the same $orders orders after ANALYZE"
+  psql_db -c "ANALYZE orders" -c "ANALYZE order_items"
+  explain explain-analyzed.txt >/dev/null
+  http "$orders" "GET /orders/{id}" get /
+  http "$orders" "GET /orders?limit=10" url "/orders?limit=10"
+  http "$orders" "GET /orders?limit=10&cancelled=false" url "/orders?limit=10&cancelled=false"
+  psql_db -c "TRUNCATE orders CASCADE" -c "TRUNCATE idempotency_keys" \
+    -c "ALTER TABLE orders RESET (autovacuum_enabled)" \
+    -c "ALTER TABLE order_items RESET (autovacuum_enabled)"
+  PHASE=preloaded
+}
+
+# What one service core serves: the service pinned to CPU 0 (its runtime
+# then starts one worker thread, as in a pod of one vCPU or less), PostgreSQL
+# and wrk to CPU 1, so that the service's core does nothing else.
+per_core_phase() {
+  local orders
+  orders=$(count_orders)
+  stop_service
+  PINNED=1
+  pin_postgres 1
+  WRK_PREFIX=(taskset -c 1)
+  start_service taskset -c 0
+  PHASE=per-core
+  say "per core at $orders orders: the service on CPU 0, PostgreSQL and wrk on CPU 1"
+  sample_ids
+  http "$orders" "GET /orders/{id}" get /
+  http "$orders" "GET /orders?limit=10" url "/orders?limit=10"
+  http "$orders" "GET /orders?limit=10&cancelled=false" url "/orders?limit=10&cancelled=false"
+  http "$orders" "POST /orders" create /orders
+  PHASE=preloaded
+  WRK_PREFIX=()
+  pin_postgres "0-$(($(nproc) - 1))"
+  PINNED=
+}
+
+[ "$MODE" = postgres ] && [ "$FRESH" = 1 ] && fresh_phase
 
 say "preloading $SMALL orders"
 preload 1 "$SMALL"
@@ -294,6 +401,7 @@ say "preloading up to $LARGE orders"
 preload $((SMALL + 1)) "$LARGE"
 explain
 measure_size "$LARGE"
+[ "$MODE" = postgres ] && [ "$PER_CORE" = 1 ] && per_core_phase
 
 python3 "$BENCH/bench.py" report --results "$RESULTS" --meta "$OUT/meta.json" | tee "$OUT/table.txt"
 echo

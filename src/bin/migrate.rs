@@ -1,10 +1,11 @@
 //! Applies the schema migrations missing from `DB_URL`'s database, then
 //! exits 0. Safe to run twice and as two copies at once (PostgreSQL runs
-//! are serialised by an advisory lock).
+//! are serialised by an advisory lock). On PostgreSQL it then analyzes the
+//! tables the migrations created or changed.
 
 use std::process::ExitCode;
 
-use orders_service::config::Settings;
+use orders_service::config::{DatabaseUrl, Settings};
 use orders_service::db::migrations;
 
 #[tokio::main(flavor = "current_thread")]
@@ -29,6 +30,10 @@ async fn main() -> ExitCode {
             }
             for migration in applied {
                 println!("migrate: applied {migration}");
+            }
+            let analyzed = migrations::tables_changed(applied);
+            if matches!(url, DatabaseUrl::Postgres(_)) && !analyzed.is_empty() {
+                println!("migrate: analyzed {}", analyzed.join(", "));
             }
             ExitCode::SUCCESS
         }

@@ -31,6 +31,11 @@ impl Database {
         }
     }
 
+    /// Where a statement's text differs by backend.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Database::Postgres(_))
+    }
+
     /// Builds the pool without connecting: the service must start (and
     /// report not-ready) while the database is down.
     pub fn connect_lazy(settings: &DatabaseSettings) -> Self {

@@ -6,7 +6,9 @@
 pub mod codec;
 mod postgres;
 mod rows;
-mod sql;
+/// Public so that tests and tools can `EXPLAIN` the very statements the
+/// service runs.
+pub mod sql;
 mod sqlite;
 
 use time::OffsetDateTime;
@@ -252,14 +254,16 @@ impl OrdersRepository {
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "get", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "get", order.id = %id))]
     pub async fn get(&self, owner: &str, id: OrderId) -> Result<Order> {
-        let rows: Vec<ItemRow> = fetch!(&self.db, fetch_all, sql::GET; Id(id), owner)?;
+        let get = sql::get(self.db.is_postgres());
+        let rows: Vec<ItemRow> = fetch!(&self.db, fetch_all, get; Id(id), owner)?;
         rows::assemble(rows)?.pop().ok_or(RepositoryError::NotFound)
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "list", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "list"))]
     pub async fn list(&self, owner: &str, page: PageRequest) -> Result<Page> {
+        let list = sql::list(self.db.is_postgres(), page.filter, page.after.is_some());
         let rows: Vec<ItemRow> = on_backend!(&self.db, run, async |conn| {
-            let query = sqlx::query_as(sql::list(page.filter, page.after.is_some()))
+            let query = sqlx::query_as(list)
                 .bind(owner)
                 .bind(i64::from(page.limit) + 1);
             let query = match page.after {

@@ -1,7 +1,23 @@
-//! SQL text shared by both backends (numbered `$n` parameters work in both).
+//! SQL text shared by both backends (numbered `$n` parameters work in both),
+//! except the reads of one order and of a page, which PostgreSQL joins to
+//! their items through `LATERAL` (see [`GET`]).
 
-/// One order with its items, in their original order.
+/// One order with its items, in their original order, on PostgreSQL. The
+/// items come from a `LATERAL` subquery on the order's id: a join that can
+/// only run as a nested loop, one index walk of `order_items` per order,
+/// whatever the statistics say. A plain join lets the planner hash the whole
+/// table instead, and it does when the table has not been analyzed yet (its
+/// default guess is hundreds of items an order).
 pub const GET: &str = "SELECT o.id, o.created, o.status, i.product, i.size, i.quantity \
+     FROM orders o CROSS JOIN LATERAL (SELECT position, product, size, quantity \
+         FROM order_items WHERE order_id = o.id ORDER BY position) i \
+     WHERE o.id = $1 AND o.owner = $2 \
+     ORDER BY i.position";
+
+/// [`GET`] on SQLite, which has no `LATERAL` and needs none: it only joins
+/// by nested loops, and without statistics it takes an index to be
+/// selective, so a plain join walks `order_items`' primary key.
+pub const GET_SQLITE: &str = "SELECT o.id, o.created, o.status, i.product, i.size, i.quantity \
      FROM orders o JOIN order_items i ON i.order_id = o.id \
      WHERE o.id = $1 AND o.owner = $2 \
      ORDER BY i.position";
@@ -18,17 +34,30 @@ pub const DELETE_ITEMS: &str = "DELETE FROM order_items WHERE order_id = $1";
 
 pub const SCHEMA_VERSION: &str = "SELECT MAX(version) FROM refinery_schema_history";
 
+/// How a page (`p`) joins its items (`i`) on each backend: see [`GET`] and
+/// [`GET_SQLITE`] for why they differ.
+macro_rules! items_join {
+    (postgres) => {
+        "CROSS JOIN LATERAL (SELECT position, product, size, quantity \
+         FROM order_items WHERE order_id = p.id ORDER BY position) i "
+    };
+    (sqlite) => {
+        "JOIN order_items i ON i.order_id = p.id "
+    };
+}
+
 /// A page of orders with all their items in one statement: `$1` owner,
 /// `$2` page size (plus one), `$3`/`$4` the cursor's (created, id).
 macro_rules! list {
-    ($filter:literal, $after:literal) => {
+    ($backend:ident, $filter:literal, $after:literal) => {
         concat!(
             "WITH page AS (SELECT id, created, status FROM orders WHERE owner = $1",
             $filter,
             $after,
             " ORDER BY created DESC, id DESC LIMIT $2) ",
             "SELECT p.id, p.created, p.status, i.product, i.size, i.quantity ",
-            "FROM page p JOIN order_items i ON i.order_id = p.id ",
+            "FROM page p ",
+            items_join!($backend),
             "ORDER BY p.created DESC, p.id DESC, i.position"
         )
     };
@@ -36,28 +65,50 @@ macro_rules! list {
 
 /// `[filter][has cursor]`: static text for each shape of list query, so
 /// the planner sees plain predicates it can match to the indexes.
-pub const LIST: [[&str; 2]; 3] = [
-    [list!("", ""), list!("", " AND (created, id) < ($3, $4)")],
-    [
-        list!(" AND status = 'cancelled'", ""),
-        list!(" AND status = 'cancelled'", " AND (created, id) < ($3, $4)"),
-    ],
-    [
-        list!(" AND status <> 'cancelled'", ""),
-        list!(
-            " AND status <> 'cancelled'",
-            " AND (created, id) < ($3, $4)"
-        ),
-    ],
-];
+macro_rules! list_shapes {
+    ($backend:ident) => {
+        [
+            [
+                list!($backend, "", ""),
+                list!($backend, "", " AND (created, id) < ($3, $4)"),
+            ],
+            [
+                list!($backend, " AND status = 'cancelled'", ""),
+                list!(
+                    $backend,
+                    " AND status = 'cancelled'",
+                    " AND (created, id) < ($3, $4)"
+                ),
+            ],
+            [
+                list!($backend, " AND status <> 'cancelled'", ""),
+                list!(
+                    $backend,
+                    " AND status <> 'cancelled'",
+                    " AND (created, id) < ($3, $4)"
+                ),
+            ],
+        ]
+    };
+}
 
-pub fn list(filter: super::ListFilter, has_cursor: bool) -> &'static str {
+pub const LIST: [[&str; 2]; 3] = list_shapes!(postgres);
+pub const LIST_SQLITE: [[&str; 2]; 3] = list_shapes!(sqlite);
+
+/// The list statement for a page on PostgreSQL (`postgres`) or SQLite.
+pub fn list(postgres: bool, filter: super::ListFilter, has_cursor: bool) -> &'static str {
     let row = match filter {
         super::ListFilter::All => 0,
         super::ListFilter::OnlyCancelled => 1,
         super::ListFilter::ExceptCancelled => 2,
     };
-    LIST[row][usize::from(has_cursor)]
+    let shapes = if postgres { &LIST } else { &LIST_SQLITE };
+    shapes[row][usize::from(has_cursor)]
+}
+
+/// [`GET`] or [`GET_SQLITE`].
+pub fn get(postgres: bool) -> &'static str {
+    if postgres { GET } else { GET_SQLITE }
 }
 
 /// Creation of a `created` order; `$3` is both its creation and update time.
@@ -122,9 +173,9 @@ mod tests {
 
     #[test]
     fn every_list_shape_is_distinct_and_sorted_newest_first() {
-        let all: std::collections::HashSet<_> = LIST.iter().flatten().collect();
-        assert_eq!(all.len(), 6);
-        for sql in LIST.iter().flatten() {
+        let all: std::collections::HashSet<_> = LIST.iter().chain(&LIST_SQLITE).flatten().collect();
+        assert_eq!(all.len(), 12);
+        for sql in LIST.iter().chain(&LIST_SQLITE).flatten() {
             assert!(sql.contains("ORDER BY created DESC, id DESC LIMIT $2"));
         }
     }

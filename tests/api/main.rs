@@ -21,5 +21,6 @@ mod orders_list;
 mod orders_read;
 mod orders_update;
 mod pg_pool;
+mod query_plans;
 mod traces;
 mod upstreams;

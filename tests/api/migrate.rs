@@ -50,6 +50,51 @@ async fn migrate_applies_the_schema_then_a_second_run_is_a_no_op() {
 }
 
 #[tokio::test]
+async fn migrate_analyzes_the_tables_it_created() {
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let output = migrate(&db.url);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout(&output)
+            .contains("analyzed orders, order_items, idempotency_keys, payment_attempts, refunds"),
+        "{}",
+        stdout(&output)
+    );
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // reltuples is -1 until a table is first analyzed (or vacuumed); the
+    // statistics views say which of the two it was.
+    let never: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class \
+         WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace \
+         AND relname <> 'refinery_schema_history' AND reltuples < 0 ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(never.is_empty(), "never analyzed: {never:?}");
+    let mut unanalyzed: Vec<String> = Vec::new();
+    for _ in 0..50 {
+        // Each query sees the statistics as they are now, not a snapshot.
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        unanalyzed = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_stat_user_tables \
+             WHERE relname <> 'refinery_schema_history' AND last_analyze IS NULL ORDER BY 1",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        if unanalyzed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(unanalyzed.is_empty(), "no ANALYZE recorded: {unanalyzed:?}");
+}
+
+#[tokio::test]
 async fn two_migrate_runs_started_together_both_succeed_and_apply_once() {
     let db = TestDatabase::create(Backend::Postgres).await;
     let spawn = || {
