@@ -19,6 +19,29 @@ pub fn continue_from(span: &Span, headers: &HeaderMap) {
     }
 }
 
+/// The current span's `traceparent`, to keep with work that outlives the
+/// request (the reconciler links its span back to it); `None` when nothing
+/// is traced.
+pub fn current() -> Option<String> {
+    let mut fields = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&Span::current().context(), &mut fields);
+    fields.remove("traceparent")
+}
+
+/// Links `span` to the trace a stored `traceparent` names: the reconciler's
+/// work starts a trace of its own (its request ended long ago) that points
+/// at the request which opened it. A malformed value links nothing.
+pub fn link(span: &Span, traceparent: &str) {
+    let fields =
+        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let origin = TraceContextPropagator::new().extract(&fields);
+    use opentelemetry::trace::TraceContextExt;
+    let origin = origin.span().span_context().clone();
+    if origin.is_valid() {
+        span.add_link(origin);
+    }
+}
+
 /// Writes `span`'s trace context into `headers`.
 pub fn inject(span: &Span, headers: &mut HeaderMap) {
     TraceContextPropagator::new().inject_context(&span.context(), &mut HeadersMut(headers));

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::{OrderLifecycle, Verdict, millis};
 use crate::domain::OrderStatus;
 use crate::repository::{AttemptState, DueAttempt, DueOrder, DueRefund, RefundOutcome};
+use crate::trace_context;
 use crate::upstream::{RefundStatus, ScheduleStatus, Service};
 
 /// Items of each kind claimed per pass: enough to drain a backlog quickly,
@@ -43,11 +44,12 @@ pub async fn run(lifecycle: Arc<OrderLifecycle>, interval: Duration, stop: Cance
     tracing::info!("reconciler stopped");
 }
 
-/// The span of one item settled: the root of a trace of its own (the
-/// request that left the item open is not recorded with it), named by
-/// kind and carrying the ids an operator searches by.
-fn item_span(kind: &'static str, order_id: Uuid) -> Span {
-    tracing::info_span!(
+/// The span of one item settled: the root of a trace of its own, linked to
+/// the request that opened the item when that request's trace context was
+/// stored with it (charges and refunds), named by kind and carrying the ids
+/// an operator searches by.
+fn item_span(kind: &'static str, order_id: Uuid, origin: Option<&str>) -> Span {
+    let span = tracing::info_span!(
         parent: None,
         "reconcile",
         otel.name = format!("reconcile {kind}"),
@@ -57,7 +59,11 @@ fn item_span(kind: &'static str, order_id: Uuid) -> Span {
         payment.attempt_key = Empty,
         payment.id = Empty,
         kitchen.schedule_id = Empty,
-    )
+    );
+    if let Some(origin) = origin {
+        trace_context::link(&span, origin);
+    }
+    span
 }
 
 impl OrderLifecycle {
@@ -75,7 +81,7 @@ impl OrderLifecycle {
                 self.release(item.claim.lease).await;
                 continue;
             }
-            let span = item_span("charge", item.claim.lease.order_id);
+            let span = item_span("charge", item.claim.lease.order_id, item.origin.as_deref());
             span.record("payment.attempt_key", display(item.claim.key));
             let renewed = self.repo.renew(item.claim.lease, lease_ms);
             let Some(lease) = renewed.instrument(span.clone()).await? else {
@@ -89,7 +95,7 @@ impl OrderLifecycle {
                 self.release(item.lease).await;
                 continue;
             }
-            let span = item_span("kitchen", item.lease.order_id);
+            let span = item_span("kitchen", item.lease.order_id, None);
             if let Some(schedule_id) = item.schedule_id {
                 span.record("kitchen.schedule_id", display(schedule_id));
             }
@@ -105,7 +111,7 @@ impl OrderLifecycle {
                 // Its lease expires by itself; refunds have no other holder.
                 continue;
             }
-            let span = item_span("refund", item.order_id);
+            let span = item_span("refund", item.order_id, item.origin.as_deref());
             span.record("payment.id", display(item.payment_id));
             let renewed = self.repo.renew_refund(&item, lease_ms);
             let Some(item) = renewed.instrument(span.clone()).await? else {

@@ -92,6 +92,8 @@ pub struct DueAttempt {
     pub state: AttemptState,
     pub created: OffsetDateTime,
     pub tries: u32,
+    /// The `traceparent` of the request that opened the attempt.
+    pub origin: Option<String>,
 }
 
 /// A `paid` order to schedule or a `progress` one to ask the kitchen about.
@@ -115,6 +117,8 @@ pub struct DueRefund {
     pub created: OffsetDateTime,
     pub tries: u32,
     pub until: OffsetDateTime,
+    /// The `traceparent` of the request that owed the refund.
+    pub origin: Option<String>,
 }
 
 /// What became of a refund call.
@@ -184,12 +188,12 @@ const RENEW_REFUND: &str = "UPDATE refunds SET claimed_until = (SELECT now + CAS
      RETURNING claimed_until";
 
 /// The open attempt of an order.
-const OPEN_ATTEMPT: &str = "SELECT key, state, created, tries FROM payment_attempts \
+const OPEN_ATTEMPT: &str = "SELECT key, state, created, tries, traceparent FROM payment_attempts \
      WHERE order_id = $1 AND state IN ('unknown', 'pending')";
 
 /// A new attempt, due for the reconciler once the lease `$3` ends.
-const NEW_ATTEMPT: &str = "INSERT INTO payment_attempts (key, order_id, state, created, updated, next_try) \
-     SELECT $1, $2, 'unknown', now, now, $3 FROM clock";
+const NEW_ATTEMPT: &str = "INSERT INTO payment_attempts (key, order_id, state, created, updated, next_try, traceparent) \
+     SELECT $1, $2, 'unknown', now, now, $3, $4 FROM clock";
 
 const ATTEMPT_PAID: &str = "UPDATE payment_attempts SET state = 'paid', payment_id = $2, \
      updated = (SELECT now FROM clock) \
@@ -264,8 +268,8 @@ const CANCEL_HELD: &str = "UPDATE orders SET status = 'cancelled', payment_id = 
 /// A refund owed for the charge `$2`, once per charge: a second cancel path
 /// reaching the same charge finds it owed already. (`WHERE TRUE` keeps
 /// SQLite from reading `ON CONFLICT` as part of the `SELECT`.)
-const OWE_REFUND: &str = "INSERT INTO refunds (key, payment_id, order_id, state, created, updated, next_try) \
-     SELECT $1, $2, $3, 'owed', now, now, now FROM clock WHERE TRUE \
+const OWE_REFUND: &str = "INSERT INTO refunds (key, payment_id, order_id, state, created, updated, next_try, traceparent) \
+     SELECT $1, $2, $3, 'owed', now, now, now, $4 FROM clock WHERE TRUE \
      ON CONFLICT (payment_id) DO NOTHING";
 
 macro_rules! claim_due {
@@ -326,7 +330,7 @@ macro_rules! due_refunds {
             "SELECT r.key FROM refunds r, clock k \
              WHERE r.state <> 'refunded' AND r.next_try <= k.now \
              AND (r.claimed_until IS NULL OR r.claimed_until < k.now) ORDER BY r.next_try",
-            "key, payment_id, order_id, created, tries, claimed_until",
+            "key, payment_id, order_id, created, tries, claimed_until, traceparent",
             $lock
         )
     };
@@ -389,6 +393,7 @@ row!(AttemptRow {
     state: String,
     created: Time,
     tries: i32,
+    traceparent: Option<String>,
 });
 
 row!(LeaseRow {
@@ -414,6 +419,7 @@ row!(DueRefundRow {
     created: Time,
     tries: i32,
     claimed_until: Time,
+    traceparent: Option<String>,
 });
 
 row!(BacklogRow {
@@ -459,6 +465,7 @@ pub(super) trait ClaimCharge {
         id: OrderId,
         lease_ms: i64,
         new_key: Uuid,
+        origin: Option<&str>,
     ) -> Result<Option<ChargeClaim>>;
 
     fn due_sql(&self) -> &'static DueSql;
@@ -474,8 +481,8 @@ pub(super) const BEGIN_CHARGE_POSTGRES: &str = "WITH claimed AS ( \
          RETURNING id, claimed_until), \
      open AS (SELECT a.key FROM payment_attempts a JOIN claimed c ON a.order_id = c.id \
          WHERE a.state IN ('unknown', 'pending')), \
-     fresh AS (INSERT INTO payment_attempts (key, order_id, state, created, updated, next_try) \
-         SELECT $4, c.id, 'unknown', k.now, k.now, c.claimed_until FROM claimed c, clock k \
+     fresh AS (INSERT INTO payment_attempts (key, order_id, state, created, updated, next_try, traceparent) \
+         SELECT $4, c.id, 'unknown', k.now, k.now, c.claimed_until, $5 FROM claimed c, clock k \
          WHERE NOT EXISTS (SELECT 1 FROM open) RETURNING key) \
      SELECT key, TRUE AS fresh, (SELECT claimed_until FROM claimed) AS claimed_until FROM fresh \
      UNION ALL SELECT key, FALSE, (SELECT claimed_until FROM claimed) FROM open";
@@ -506,12 +513,14 @@ impl ClaimCharge for sqlx::PgConnection {
         id: OrderId,
         lease_ms: i64,
         new_key: Uuid,
+        origin: Option<&str>,
     ) -> Result<Option<ChargeClaim>> {
         let row: Option<ChargeRow> = sqlx::query_as(BEGIN_CHARGE_POSTGRES)
             .bind(Id(id))
             .bind(owner)
             .bind(lease_ms)
             .bind(Id(new_key))
+            .bind(origin)
             .fetch_optional(self)
             .await?;
         Ok(row.map(|row| row.claim(id)))
@@ -530,6 +539,7 @@ impl ClaimCharge for sqlx::SqliteConnection {
         id: OrderId,
         lease_ms: i64,
         new_key: Uuid,
+        origin: Option<&str>,
     ) -> Result<Option<ChargeClaim>> {
         let until: Option<Time> = sqlx::query_scalar(CLAIM)
             .bind(Id(id))
@@ -552,6 +562,7 @@ impl ClaimCharge for sqlx::SqliteConnection {
                     .bind(Id(new_key))
                     .bind(Id(id))
                     .bind(until)
+                    .bind(origin)
                     .execute(&mut *self)
                     .await?;
                 (new_key, true)
@@ -620,14 +631,21 @@ impl super::OrdersRepository {
         lease_ms: i64,
         new_key: Uuid,
     ) -> Result<Option<ChargeClaim>> {
+        let origin = crate::trace_context::current();
+        let origin = origin.as_deref();
         match &self.db {
             Database::Postgres(pool) => {
-                pool.run(async |conn| conn.begin_charge(owner, id, lease_ms, new_key).await)
-                    .await
+                pool.run(async |conn| {
+                    conn.begin_charge(owner, id, lease_ms, new_key, origin)
+                        .await
+                })
+                .await
             }
             Database::Sqlite(pool) => {
                 sqlite::Pool(pool)
-                    .transaction(async |tx| tx.begin_charge(owner, id, lease_ms, new_key).await)
+                    .transaction(async |tx| {
+                        tx.begin_charge(owner, id, lease_ms, new_key, origin).await
+                    })
                     .await
             }
         }
@@ -870,6 +888,7 @@ impl super::OrdersRepository {
                     .bind(Id(refund_key))
                     .bind(payment_id)
                     .bind(Id(id))
+                    .bind(crate::trace_context::current())
                     .execute(&mut *tx)
                     .await?;
             }
@@ -921,6 +940,7 @@ impl super::OrdersRepository {
                     .bind(Id(refund_key))
                     .bind(payment_id)
                     .bind(Id(lease.order_id))
+                    .bind(crate::trace_context::current())
                     .execute(&mut *tx)
                     .await?;
             }
@@ -956,6 +976,7 @@ impl super::OrdersRepository {
                     state: AttemptState::parse(&attempt.state)?,
                     created: attempt.created.0,
                     tries: tries(attempt.tries),
+                    origin: attempt.traceparent,
                 }),
                 // Settled between the pick and the claim.
                 None => self.release(lease).await?,
@@ -1010,6 +1031,7 @@ impl super::OrdersRepository {
                 created: row.created.0,
                 tries: tries(row.tries),
                 until: row.claimed_until.0,
+                origin: row.traceparent,
             })
             .collect())
     }

@@ -12,7 +12,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use crate::fakes::Fake;
+use crate::fakes::{Fake, Fault};
 use crate::faults::eventually;
 use crate::helpers::{Backend, TestDatabase, latte_order};
 
@@ -138,6 +138,17 @@ impl Traced {
         endpoint: &str,
         delay_ms: &str,
     ) -> Self {
+        Self::spawn(db, fake, endpoint, delay_ms, &[]).await
+    }
+
+    /// `settings` added to (or overriding) the ones above.
+    async fn spawn(
+        db: &TestDatabase,
+        fake: &Fake,
+        endpoint: &str,
+        delay_ms: &str,
+        settings: &[(&str, &str)],
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orders-service"))
             .env("DB_URL", &db.url)
@@ -154,6 +165,7 @@ impl Traced {
                 "deployment.environment.name=test",
             )
             .env("OTEL_BSP_SCHEDULE_DELAY", delay_ms)
+            .envs(settings.iter().copied())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -211,6 +223,29 @@ impl Traced {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200, "the pay succeeds");
         response.json().await.unwrap()
+    }
+
+    /// A POST whose caller is in the trace `trace_id`; its status.
+    async fn post_in_trace(&self, path: &str, trace_id: &str) -> u16 {
+        let caller = format!("00-{trace_id}-b7ad6b7169203331-01");
+        let request = self.client.post(format!("{}{path}", self.address));
+        let response = request.header("traceparent", caller).send().await;
+        response.unwrap().status().as_u16()
+    }
+
+    /// The order's status, as the API says.
+    async fn status_of(&self, id: Uuid) -> String {
+        let url = format!("{}/orders/{id}", self.address);
+        let order: Value = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        order["status"].as_str().unwrap_or_default().to_owned()
     }
 
     /// The count of spans dropped for `reason`, as `/metrics` says.
@@ -551,7 +586,71 @@ async fn queued_spans_are_flushed_at_shutdown(backend: Backend) {
     assert_eq!(create.get("order.id"), Some(id.to_string()));
 }
 
+/// A charge whose answer was lost is settled by the reconciler in a trace
+/// of its own, which links back to the pay that opened it; so is the
+/// refund a cancel owes: an operator goes from the customer's request to
+/// the work finished after it ended.
+async fn the_reconcilers_spans_link_to_the_requests_that_opened_their_work(backend: Backend) {
+    let db = migrated(backend).await;
+    let fake = Fake::start().await;
+    let collector = Collector::start(StatusCode::OK).await;
+    let every = [
+        ("RECONCILE_INTERVAL_MS", "200"),
+        ("RECONCILE_BACKOFF_MAX_MS", "200"),
+        ("KITCHEN_POLL_MS", "200"),
+        ("UPSTREAM_TIMEOUT_MS", "700"),
+    ];
+    let service = Traced::spawn(&db, &fake, &collector.url, "100", &every).await;
+    let id = service.create().await;
+    // Charged, but the answer is lost: the pay ends with the charge open.
+    fake.fail_charges(&[Fault::ServerError]);
+    let pay_trace = "0af7651916cd43dd8448eb211c80319c";
+    let pay = service
+        .post_in_trace(&format!("/orders/{id}/pay"), pay_trace)
+        .await;
+    assert_eq!(pay, 502, "the charge's answer was lost");
+    eventually("the reconciler to settle the charge", async || {
+        service.status_of(id).await == "progress"
+    })
+    .await;
+    // The customer cancels; the refund's first call fails, so it is owed,
+    // and the reconciler delivers it in a trace linked to the cancel's.
+    let cancel_trace = "5b8aa5a2d2c872e8321cf37308d69df2";
+    fake.fail_refunds(&[Fault::ServerError]);
+    let cancel = service
+        .post_in_trace(&format!("/orders/{id}/cancel"), cancel_trace)
+        .await;
+    assert_eq!(cancel, 200);
+    eventually("the refund to be delivered", async || {
+        fake.refunds_of(id) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    service.stop().await;
+
+    let spans = collector.spans();
+    let linked = |name: &str, trace: &str| {
+        spans.iter().any(|span| {
+            span.name() == name
+                && span.parent_id().is_empty()
+                && span.trace_id() != trace
+                && span.raw["links"]
+                    .as_array()
+                    .is_some_and(|links| links.iter().any(|link| link["traceId"] == trace))
+        })
+    };
+    assert!(
+        linked("reconcile charge", pay_trace),
+        "a reconcile charge span links to the pay's trace: {spans:#?}"
+    );
+    assert!(
+        linked("reconcile refund", cancel_trace),
+        "a reconcile refund span links to the cancel's trace: {spans:#?}"
+    );
+}
+
 both_backends!(
+    the_reconcilers_spans_link_to_the_requests_that_opened_their_work,
     queued_spans_are_flushed_at_shutdown,
     a_create_and_a_pay_reach_the_collector_as_traces_rooted_in_server_spans,
     an_incoming_traceparent_is_continued_to_payments,
