@@ -456,7 +456,7 @@ def cmd_report(args):
     checks = []
     notes = []
     # The service prepares its statements, so PostgreSQL's own limit for
-    # them is pgbench -M prepared (issue 14); the simple protocol, which
+    # them is pgbench -M prepared; the simple protocol, which
     # parses and plans every statement again, is for the record.
     for endpoint, script in MATCHING_SCRIPT.items():
         for r in http_rows:

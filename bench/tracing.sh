@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cost of traces (issue 13): the same release binary run three ways side
+# The cost of traces: the same release binary run three ways side
 # by side on one PostgreSQL database, measured in interleaved rounds so that
 # a change in the machine's load falls on all three alike:
 #
@@ -11,7 +11,7 @@
 #   bench/run.sh --tracing [--no-build]
 #
 # BENCH_BASELINE_BIN=path/to/orders-service adds a fourth, "none": a build
-# without traces at all (main before issue 13), which prices the spans'
+# without traces at all (one from before traces were added), which prices the spans'
 # bookkeeping that "off" still does.
 #
 # The fake collector (bench/fake_collector.py) answers 200 to every batch and
