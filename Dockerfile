@@ -14,9 +14,6 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /app/recipe.json recipe.json
-# Patched dependencies (see vendor/README.md): the recipe names them by path
-# but does not carry them.
-COPY vendor vendor
 # Dependencies only: this layer is rebuilt when Cargo.toml or Cargo.lock
 # change, not when the application's sources do.
 RUN cargo chef cook --release --locked --recipe-path recipe.json --bin orders-service --bin migrate

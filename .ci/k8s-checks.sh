@@ -229,7 +229,7 @@ for directory in EKS_APPS:
         problems.append(f"{directory}: the pods need their own group and the cluster group")
 
 # Fargate: no spread constraints, requests equal limits, and the pod size the
-# README states is the one Fargate bills (requests + 256 MB, rounded up).
+# EKS guide states is the one Fargate bills (requests + 256 MB, rounded up).
 MIB = 1024 * 1024
 FARGATE = {0.25: [0.5, 1, 2], 0.5: [1, 2, 3, 4], 1: [2, 3, 4, 5, 6, 7, 8],
            2: list(range(4, 17)), 4: list(range(8, 31))}
@@ -263,11 +263,11 @@ for directory in ALL:
             need = sum(memory(r["requests"]["memory"]) for r in resources) + 256 * MIB
             fits = [(c, m) for c, ms in FARGATE.items() for m in ms if c >= vcpu and m * 1024 * MIB >= need]
             sizes.add(min(fits))
-readme = Path("README.md").read_text()
+readme = Path("docs/deploy-eks.md").read_text()
 for vcpu, gb in sizes:
     stated = f"billed as {vcpu:g} vCPU and {gb:g} GB"
     if stated not in readme.replace("\n", " "):
-        problems.append(f"README.md does not state the billed Fargate size: '{stated}'")
+        problems.append(f"docs/deploy-eks.md does not state the billed Fargate size: '{stated}'")
 if len(sizes) != 1:
     problems.append(f"the EKS pods bill as several Fargate sizes: {sorted(sizes)}")
 
@@ -296,11 +296,11 @@ for dockerfile in ["Dockerfile", "migrations.dockerfile"]:
     if images[-1] != "gcr.io/distroless/cc-debian13:nonroot":
         problems.append(f"{dockerfile}: the runtime {images[-1]} is not cc-debian13:nonroot")
 
-# Every Helm install in the README names a chart version.
+# Every Helm install in the EKS guide names a chart version.
 commands = re.sub(r"\\\n\s*", " ", readme)
 for line in commands.splitlines():
     if re.match(r"\s*helm (upgrade --install|install)\b", line) and "--version" not in line:
-        problems.append(f"README.md: a helm install without --version: {line.strip()[:80]}")
+        problems.append(f"docs/deploy-eks.md: a helm install without --version: {line.strip()[:80]}")
 
 for problem in problems:
     print(f"  FAILED {problem}")

@@ -61,7 +61,7 @@ fn repository() -> &'static Path {
 }
 
 /// Applied on its own, before the migrations Job, in the External Secrets
-/// way of README.md's EKS guide.
+/// way of the EKS guide (docs/deploy-eks.md).
 const EXTERNAL_SECRETS_FIRST: &str = "k8s/overlays/eks-external-secrets/secrets";
 
 fn kustomizations() -> BTreeSet<&'static str> {
@@ -597,7 +597,7 @@ fn the_eks_overlay_keeps_two_replicas() {
 }
 
 /// Fargate ignores them (one pod per node); it spreads pods over the subnets
-/// of the Fargate profile instead (README.md, Deploy to AWS EKS, step 11).
+/// of the Fargate profile instead (docs/deploy-eks.md, step 11).
 #[test]
 fn no_workload_has_topology_spread_constraints() {
     for kustomization in kustomizations().into_iter().chain(OTHER_RENDERS) {
@@ -766,8 +766,8 @@ fn fargate_size(workload: &Value) -> (f64, f64) {
 
 #[test]
 fn every_eks_pod_bills_as_the_fargate_size_the_readme_states() {
-    let readme = std::fs::read_to_string(repository().join("README.md"))
-        .expect("README.md")
+    let readme = std::fs::read_to_string(repository().join("docs/deploy-eks.md"))
+        .expect("docs/deploy-eks.md")
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
@@ -787,7 +787,7 @@ fn every_eks_pod_bills_as_the_fargate_size_the_readme_states() {
         let stated = format!("billed as {vcpu} vCPU and {gb} GB");
         assert!(
             readme.contains(&stated),
-            "{}: README.md must say it is {stated}",
+            "{}: docs/deploy-eks.md must say it is {stated}",
             workload["metadata"]["name"]
         );
     }
@@ -949,16 +949,16 @@ fn on_eks_both_workloads_mount_the_rds_certificate_bundle_read_only() {
         }
     }
     // The guide's URLs name the mounted file and verify the host name.
-    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(repository().join("docs/deploy-eks.md")).unwrap();
     assert!(
         readme.contains(&format!(
             "sslmode=verify-full&sslrootcert={RDS_CA_DIRECTORY}/global-bundle.pem"
         )),
-        "README.md's DB_URL verifies Aurora's certificate against the mounted bundle"
+        "docs/deploy-eks.md's DB_URL verifies Aurora's certificate against the mounted bundle"
     );
     assert!(
         !readme.contains("sslmode=require"),
-        "README.md must not leave Aurora's certificate unchecked"
+        "docs/deploy-eks.md must not leave Aurora's certificate unchecked"
     );
 }
 
@@ -1254,11 +1254,12 @@ fn both_images_build_and_run_on_debian_13() {
     }
 }
 
-/// Every `helm install` or `helm upgrade --install` of the README names the
+/// Every `helm install` or `helm upgrade --install` of the EKS guide names the
 /// chart version it was written against.
 #[test]
 fn every_helm_install_in_the_readme_pins_a_chart_version() {
-    let readme = std::fs::read_to_string(repository().join("README.md")).expect("README.md");
+    let readme = std::fs::read_to_string(repository().join("docs/deploy-eks.md"))
+        .expect("docs/deploy-eks.md");
     let joined = readme.replace("\\\n", " ");
     let installs: Vec<&str> = joined
         .lines()
@@ -1267,7 +1268,7 @@ fn every_helm_install_in_the_readme_pins_a_chart_version() {
             line.starts_with("helm install") || line.starts_with("helm upgrade --install")
         })
         .collect();
-    assert!(!installs.is_empty(), "the README installs charts with helm");
+    assert!(!installs.is_empty(), "the EKS guide installs charts with helm");
     for install in installs {
         let words: Vec<&str> = install.split_whitespace().collect();
         let version = words

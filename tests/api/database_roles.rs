@@ -1,6 +1,6 @@
 //! Least privilege on PostgreSQL: the schema's owner runs the migrations, the
 //! service runs as a user that may read and write rows and nothing else.
-//! The roles and grants are made by the SQL of README.md's EKS guide, run as
+//! The roles and grants are made by the SQL of the EKS guide (docs/deploy-eks.md), run as
 //! written, so the guide cannot drift from what is tested here.
 
 use std::time::Duration;
@@ -13,12 +13,12 @@ use uuid::Uuid;
 
 use crate::helpers::{TestDatabase, admin_url, block_on_own_thread, latte_order, spawn_on};
 
-/// The guide's SQL: the here-document fed to psql in README.md.
+/// The guide's SQL: the here-document fed to psql in docs/deploy-eks.md.
 fn readme_sql() -> &'static str {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../docs/deploy-eks.md");
     let start = readme
         .find("<<SQL\n")
-        .expect("README.md creates the database users with a <<SQL here-document")
+        .expect("docs/deploy-eks.md creates the database users with a <<SQL here-document")
         + "<<SQL\n".len();
     let length = readme[start..]
         .find("\nSQL\n")
