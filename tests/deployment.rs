@@ -1268,7 +1268,10 @@ fn every_helm_install_in_the_readme_pins_a_chart_version() {
             line.starts_with("helm install") || line.starts_with("helm upgrade --install")
         })
         .collect();
-    assert!(!installs.is_empty(), "the EKS guide installs charts with helm");
+    assert!(
+        !installs.is_empty(),
+        "the EKS guide installs charts with helm"
+    );
     for install in installs {
         let words: Vec<&str> = install.split_whitespace().collect();
         let version = words
