@@ -4,6 +4,7 @@
 # service built by the tests, on PostgreSQL, with authentication on (a key
 # and token made here) and fake upstreams so that pay and cancel can
 # succeed. Fails under 1,000 generated cases.
+#   bash .ci/contract-test.sh [--prepare]   # --prepare: only install the tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,7 @@ if [ ! -x "$VENV/bin/st" ] || ! "$VENV/bin/st" --version | grep -q "$SCHEMATHESI
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+[ "${1:-}" = --prepare ] && exit 0
 
 cargo build --quiet --locked --bins
 

@@ -1,38 +1,39 @@
 #!/usr/bin/env bash
-# Builds both images from the committed Dockerfiles, unchanged, and runs what
-# they contain, on a machine without a Docker engine that cannot pull base
-# images:
+# Builds both images from the committed Dockerfiles and runs what they
+# contain, on a machine without a Docker engine that cannot pull base images:
 #
-# 1. STAND-INS for the two base images, made here (they are not the real
-#    images; what they cannot prove is the real images' contents):
-#    - `rust:<version>-slim-trixie`: a Debian 13 root file system from
-#      debootstrap (minbase, gcc, libc6-dev, ca-certificates), with this
-#      machine's Rust toolchain at the official image's paths
-#      (/usr/local/cargo, /usr/local/rustup);
-#    - `gcr.io/distroless/cc-debian13:nonroot`: from the same Debian 13
-#      packages, only glibc, libgcc, the CA certificates, and /etc/passwd
-#      with `nonroot` (65532); no shell.
+# 1. A STAND-IN for the runtime base image, made here (not the real image;
+#    what it cannot prove is the real image's contents):
+#    `gcr.io/distroless/cc-debian13:nonroot` from Debian 13 packages
+#    (debootstrap minbase): only glibc, libgcc, the CA certificates, and
+#    /etc/passwd with `nonroot` (65532); no shell.
 # 2. `buildah build` of Dockerfile and migrations.dockerfile (`--pull=never`,
-#    `--isolation chroot`, `vfs` storage), the second reusing the first's
-#    builder layers.
+#    `--isolation chroot`) with BINARIES=prebuilt: the release binaries
+#    `cargo build --release --locked` made once for every check of CI go in
+#    through the Dockerfiles' own `prebuilt` stage, and RUNTIME_IMAGE names
+#    the stand-in. Storage: kernel overlay where it works, else
+#    fuse-overlayfs, else vfs (a whole copy per layer); the run says which.
 # 3. Each image's binary run as user 65532 inside that image's root file
 #    system mounted read-only: `migrate` against a fresh PostgreSQL database,
 #    then the server, which must answer /readyz 200 and create and read an
 #    order.
 #
-#   bash .ci/images.sh        # as root; installs buildah and debootstrap
+#   bash .ci/images.sh            # as root; installs buildah and debootstrap
+#   bash .ci/images.sh --prepare  # only the tools and the stand-in's root file system
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUST_VERSION=$(sed -n 's/^FROM rust:\([0-9.]*\)-slim-trixie.*/\1/p' Dockerfile | head -n1)
-RUNTIME=gcr.io/distroless/cc-debian13:nonroot
+RUST_VERSION=$(sed -n 's/^ARG RUST_IMAGE=.*rust:\([0-9.]*\)-slim-trixie@.*/\1/p' Dockerfile)
+# Not the real image: --build-arg RUNTIME_IMAGE names it instead of the
+# Dockerfiles' pinned digest, which no local image can match.
+RUNTIME=localhost/stand-in/distroless-cc-debian13:nonroot
 WORK=/var/tmp/orders-images
 ROOTFS=$WORK/trixie
+BINARIES="${CARGO_TARGET_DIR:-target}/release"
 ADMIN_URL="${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
 DB="orders_images_$$"
 PORT=18720
-export STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot
-buildah() { command buildah --storage-driver vfs "$@"; }
+export BUILDAH_ISOLATION=chroot
 
 step() { printf '\n== %s\n' "$*"; }
 started=$SECONDS
@@ -40,64 +41,51 @@ started=$SECONDS
 for tool in buildah debootstrap; do
     command -v "$tool" >/dev/null || {
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap fuse-overlayfs >/dev/null
         break
     }
 done
-toolchain="$(rustc --print sysroot)"
+mkdir -p "$WORK"
+if [ ! -e "$ROOTFS/usr/lib/x86_64-linux-gnu/libgcc_s.so.1" ]; then
+    rm -rf "$ROOTFS"
+    debootstrap --variant=minbase --include=ca-certificates \
+        trixie "$ROOTFS" http://deb.debian.org/debian >"$WORK/debootstrap.log"
+fi
+[ "${1:-}" = --prepare ] && exit 0
+
+# The binaries must be what the Dockerfiles' builder would make: the same
+# compiler, a locked release build.
 [ "$(rustc --version | cut -d' ' -f2)" = "$RUST_VERSION" ] || {
     echo "the Dockerfile's rust:$RUST_VERSION needs this machine's toolchain to be $RUST_VERSION" >&2
     exit 1
 }
+cargo build --release --locked --bins --quiet
 
-# vfs keeps a whole copy of the root file system for every layer: a first
-# build peaked at 47 GB under /var/lib/containers here. The layers of an
-# earlier run stay as a cache (a second run rebuilds only what changed) when
-# the disk can hold a whole build beside them; otherwise everything goes, the
-# stand-ins are made again (a minute or two), and a build that still would
-# not fit stops here rather than filling the disk.
+# The first storage driver that can make and mount a container here.
 STORE=/var/lib/containers
-PEAK_GB=52
-mkdir -p "$STORE" "$WORK"
+for candidate in overlay fuse-overlayfs vfs; do
+    case "$candidate" in
+        overlay) options=(--storage-driver overlay) ;;
+        fuse-overlayfs) options=(--storage-driver overlay --storage-opt overlay.mount_program=/usr/bin/fuse-overlayfs) ;;
+        vfs) options=(--storage-driver vfs) ;;
+    esac
+    probe=$(command buildah "${options[@]}" from scratch 2>/dev/null) || continue
+    if command buildah "${options[@]}" mount "$probe" >/dev/null 2>&1; then
+        command buildah "${options[@]}" rm "$probe" >/dev/null
+        break
+    fi
+    command buildah "${options[@]}" rm "$probe" >/dev/null 2>&1 || true
+done
+buildah() { command buildah "${options[@]}" "$@"; }
+echo "storage: $candidate"
+# vfs copies the root file system for every layer; the others share them.
 free_gb() { df --output=avail -BG "$STORE" | tail -n1 | tr -dc 0-9; }
-# A change of Cargo.toml or Cargo.lock rebuilds nearly every layer, so the
-# cache is kept only when a whole build fits beside it.
-if [ "$(free_gb)" -lt "$PEAK_GB" ]; then
-    step "$(free_gb) GB free under $STORE: dropping the layer cache"
-    buildah rm --all >/dev/null 2>&1 || true
-    buildah rmi --all --force >/dev/null 2>&1 || true
-fi
-if [ "$(free_gb)" -lt "$PEAK_GB" ]; then
-    echo "$(free_gb) GB free under $STORE; building both images with vfs storage needs up to $PEAK_GB GB" >&2
+if [ "$(free_gb)" -lt 5 ]; then
+    echo "$(free_gb) GB free under $STORE; the images need a few GB" >&2
     exit 1
 fi
 
-step "Stand-in base images (not the real ones)"
-if [ ! -x "$ROOTFS/usr/bin/gcc" ]; then
-    rm -rf "$ROOTFS"
-    debootstrap --variant=minbase --include=gcc,libc6-dev,ca-certificates \
-        trixie "$ROOTFS" http://deb.debian.org/debian >"$WORK/debootstrap.log"
-fi
-if ! buildah inspect "rust:$RUST_VERSION-slim-trixie" >/dev/null 2>&1; then
-    builder=$(buildah from scratch)
-    mnt=$(buildah mount "$builder")
-    cp -a "$ROOTFS/." "$mnt/"
-    mkdir -p "$mnt/usr/local/rustup/toolchains" "$mnt/usr/local/cargo/bin"
-    cp -a "$toolchain" "$mnt/usr/local/rustup/toolchains/$RUST_VERSION-x86_64-unknown-linux-gnu"
-    for tool in cargo rustc rustdoc; do
-        ln -s "../../rustup/toolchains/$RUST_VERSION-x86_64-unknown-linux-gnu/bin/$tool" \
-            "$mnt/usr/local/cargo/bin/$tool"
-    done
-    # This machine's CA bundle: crates.io is reached through its network,
-    # whose TLS certificates it trusts.
-    cp /etc/ssl/certs/ca-certificates.crt "$mnt/etc/ssl/certs/ca-certificates.crt"
-    buildah umount "$builder" >/dev/null
-    buildah config --env RUSTUP_HOME=/usr/local/rustup --env CARGO_HOME=/usr/local/cargo \
-        --env PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        "$builder"
-    buildah commit -q "$builder" "docker.io/library/rust:$RUST_VERSION-slim-trixie" >/dev/null
-    buildah rm "$builder" >/dev/null
-fi
+step "Stand-in runtime base image (not the real one)"
 if ! buildah inspect "$RUNTIME" >/dev/null 2>&1; then
     runtime=$(buildah from scratch)
     mnt=$(buildah mount "$runtime")
@@ -107,8 +95,7 @@ if ! buildah inspect "$RUNTIME" >/dev/null 2>&1; then
     done
     ln -s ../usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$mnt/lib64/ld-linux-x86-64.so.2"
     ln -s usr/lib "$mnt/lib"
-    # The bundle only: the rest of /etc/ssl/certs are links into the builder's
-    # /usr/share.
+    # The bundle only: the rest of /etc/ssl/certs are links into /usr/share.
     mkdir -p "$mnt/etc/ssl/certs"
     cp "$ROOTFS/etc/ssl/certs/ca-certificates.crt" "$mnt/etc/ssl/certs/"
     printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$mnt/etc/passwd"
@@ -121,11 +108,17 @@ if ! buildah inspect "$RUNTIME" >/dev/null 2>&1; then
     buildah rm "$runtime" >/dev/null
 fi
 
-step "Build both images from the committed Dockerfiles"
-# The builds' output (cargo's, mostly) goes to a log, shown when a build fails.
+step "Build both images from the committed Dockerfiles, with the release binaries"
+# The build context holds the binaries only, where the prebuilt stage
+# looks for them.
+CONTEXT="$WORK/context"
+rm -rf "$CONTEXT"
+mkdir -p "$CONTEXT/target/release"
+cp "$BINARIES/orders-service" "$BINARIES/migrate" "$CONTEXT/target/release/"
 build_failed() { tail -n 60 "$WORK/build.log" >&2; echo "the build failed; its whole log: $WORK/build.log" >&2; exit 1; }
-buildah build --pull=never --layers -q -f Dockerfile -t coffeemesh-orders:ci . >"$WORK/build.log" 2>&1 || build_failed
-buildah build --pull=never --layers -q -f migrations.dockerfile -t coffeemesh-orders-migrations:ci . >>"$WORK/build.log" 2>&1 || build_failed
+ARGS=(--build-arg BINARIES=prebuilt --build-arg "RUNTIME_IMAGE=$RUNTIME")
+buildah build --pull=never --layers -q "${ARGS[@]}" -f Dockerfile -t coffeemesh-orders:ci "$CONTEXT" >"$WORK/build.log" 2>&1 || build_failed
+buildah build --pull=never --layers -q "${ARGS[@]}" -f migrations.dockerfile -t coffeemesh-orders-migrations:ci "$CONTEXT" >>"$WORK/build.log" 2>&1 || build_failed
 echo "built in $((SECONDS - started)) s"
 
 step "Run each image's binary as 65532 in its own read-only root file system"

@@ -5,7 +5,7 @@
 # checkov, and holds the production rules (authentication, HTTPS, security
 # groups for pods, Fargate sizing, base images, pinned charts). The tools are
 # pinned and installed from PyPI into .ci/.venv.
-#   bash .ci/k8s-checks.sh
+#   bash .ci/k8s-checks.sh [--prepare]   # --prepare: only install the tools
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -57,6 +57,7 @@ if [[ ! -f "$VENV/installed" || "$(cat "$VENV/installed")" != "$REQUIREMENTS" ]]
   echo "$REQUIREMENTS" >"$VENV/installed"
 fi
 echo "$REQUIREMENTS"
+[ "${1:-}" = --prepare ] && exit 0
 
 K8S_VERSION="$(sed -n 's/^ *version: *"\{0,1\}\([0-9][0-9]*\.[0-9][0-9]*\)"\{0,1\} *$/\1/p' deploy/eks/cluster.yaml | head -n 1)"
 if [[ -z "$K8S_VERSION" ]]; then
@@ -283,18 +284,22 @@ if "cloudwatch_logs" not in output or not re.search(r"log_retention_days\s+\d+",
 if sum(len(k) + len(v) for k, v in logging.get("data", {}).items()) > 5300:
     problems.append("aws-logging is over Fargate's 5300 characters")
 
-# Base images: both Dockerfiles on Debian 13, the builder at least the
-# crate's rust-version.
+# Base images: both Dockerfiles on Debian 13, pinned by digest with their
+# registry named, the builder at least the crate's rust-version.
 rust_version = re.search(r'^rust-version\s*=\s*"([\d.]+)"', Path("Cargo.toml").read_text(), re.M).group(1)
+DIGEST = r"@sha256:[0-9a-f]{64}"
 for dockerfile in ["Dockerfile", "migrations.dockerfile"]:
-    images = re.findall(r"^FROM\s+(\S+)", Path(dockerfile).read_text(), re.M)
-    builder = re.fullmatch(r"rust:(\d+\.\d+\.\d+)-slim-trixie", images[0])
+    text = Path(dockerfile).read_text()
+    defaults = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text.split("\nFROM", 1)[0], re.M))
+    images = [re.sub(r"^\$\{(\w+)\}$", lambda m: defaults.get(m.group(1), m.group(0)), image)
+              for image in re.findall(r"^FROM\s+(\S+)", text, re.M)]
+    builder = re.fullmatch(r"docker\.io/library/rust:(\d+\.\d+\.\d+)-slim-trixie" + DIGEST, images[0])
     if not builder:
-        problems.append(f"{dockerfile}: the builder {images[0]} is not rust:<version>-slim-trixie")
+        problems.append(f"{dockerfile}: the builder {images[0]} is not docker.io/library/rust:<version>-slim-trixie@sha256:<digest>")
     elif [int(x) for x in builder.group(1).split(".")] < [int(x) for x in rust_version.split(".")]:
         problems.append(f"{dockerfile}: rust {builder.group(1)} is older than rust-version {rust_version}")
-    if images[-1] != "gcr.io/distroless/cc-debian13:nonroot":
-        problems.append(f"{dockerfile}: the runtime {images[-1]} is not cc-debian13:nonroot")
+    if not re.fullmatch(r"gcr\.io/distroless/cc-debian13:nonroot" + DIGEST, images[-1]):
+        problems.append(f"{dockerfile}: the runtime {images[-1]} is not cc-debian13:nonroot pinned by digest")
 
 # Every Helm install in the EKS guide names a chart version.
 commands = re.sub(r"\\\n\s*", " ", readme)

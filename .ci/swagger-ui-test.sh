@@ -4,7 +4,7 @@
 # authentication on: Authorize with a bearer token, then "Try it out" on
 # POST /orders (201) and GET /orders/{order_id} (200). The page's
 # screenshot is kept as target/swagger-ui.png for a person to look at.
-#   bash .ci/swagger-ui-test.sh
+#   bash .ci/swagger-ui-test.sh [--prepare]   # --prepare: only install the tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,7 @@ if [ "$(node -p "require('./$TOOLS/node_modules/playwright-core/package.json').v
     npm install --prefix "$TOOLS" --no-audit --no-fund --loglevel=error \
         "playwright-core@$PLAYWRIGHT_CORE_VERSION"
 fi
+[ "${1:-}" = --prepare ] && exit 0
 
 cargo build --quiet --locked --bins
 mkdir -p target
