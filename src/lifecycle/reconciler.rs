@@ -19,7 +19,8 @@ use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
 use uuid::Uuid;
 
-use super::{OrderLifecycle, Verdict, millis};
+use super::charge::Verdict;
+use super::{OrderLifecycle, millis};
 use crate::domain::OrderStatus;
 use crate::repository::{AttemptState, DueAttempt, DueOrder, DueRefund, RefundOutcome};
 use crate::trace_context;

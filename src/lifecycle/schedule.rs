@@ -1,0 +1,100 @@
+//! Having the kitchen make a paid order. The request is marked as possibly
+//! sent before it leaves, because from then on only the kitchen knows
+//! whether the order is being made: a cancel must then go through the
+//! kitchen, never behind its back. A failure leaves the order `paid`, for
+//! the reconciler to send the same request again (the order id is its key).
+
+use super::{Action, LifecycleError, OrderLifecycle, Result, millis};
+use crate::domain::{OrderId, OrderStatus};
+use crate::repository::Lease;
+use crate::upstream::{Kitchen, Service, UpstreamError};
+
+impl OrderLifecycle {
+    /// `paid` → `progress`, under the lease the charge kept or a new one.
+    pub(super) async fn schedule(
+        &self,
+        kitchen: &dyn Kitchen,
+        owner: &str,
+        id: OrderId,
+        lease: Option<Lease>,
+    ) -> Result<()> {
+        let lease = match lease {
+            Some(lease) => lease,
+            None => {
+                let claimed = self
+                    .repo
+                    .claim(owner, id, OrderStatus::Paid, self.timing.lease_ms())
+                    .await?;
+                match claimed {
+                    Some(lease) => lease,
+                    None => {
+                        return self
+                            .after_lost_claim(owner, id, Action::Pay, Some(OrderStatus::Progress))
+                            .await;
+                    }
+                }
+            }
+        };
+        if self
+            .send_schedule(kitchen, owner, lease, None, 0)
+            .await?
+            .is_none()
+        {
+            self.after_lost_claim(owner, id, Action::Pay, Some(OrderStatus::Progress))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Asks the kitchen to make a `paid` order held under `lease` (the
+    /// order id is the key: a repeat returns the same schedule) and records
+    /// `progress`, keeping the lease for `keep_ms` or dropping it. `None`
+    /// when the lease was lost meanwhile. On failure the order stays `paid`
+    /// and the reconciler tries again after a backoff (for the failure
+    /// number `tries + 1`); a request the kitchen cannot have acted on (no
+    /// connection, or its 503) leaves the order cancellable without it.
+    pub(super) async fn send_schedule(
+        &self,
+        kitchen: &dyn Kitchen,
+        owner: &str,
+        lease: Lease,
+        keep_ms: Option<i64>,
+        tries: u32,
+    ) -> Result<Option<Lease>> {
+        let id = lease.order_id;
+        let order = self.repo.get(owner, id).await?;
+        if !self.repo.mark_schedule_sent(lease).await? {
+            return Ok(None);
+        }
+        match kitchen.schedule(id, &order.items).await {
+            Ok(schedule_id) => {
+                self.metrics.upstream_call(Service::Kitchen.name(), "ok");
+                let kept = self
+                    .repo
+                    .record_scheduled(
+                        lease,
+                        schedule_id,
+                        millis(self.timing.kitchen_poll),
+                        keep_ms,
+                    )
+                    .await?;
+                if kept.is_some() {
+                    tracing::info!(order_id = %id, %schedule_id, "order scheduled");
+                }
+                Ok(kept)
+            }
+            Err(error) => {
+                tracing::warn!(order_id = %id, %error, "schedule failed; the order stays paid");
+                self.metrics
+                    .upstream_call(Service::Kitchen.name(), error.kind());
+                let unsent = error.nothing_sent() || error == UpstreamError::Unavailable;
+                self.defer(lease, self.timing.retry_ms(tries), true, unsent)
+                    .await;
+                Err(LifecycleError::Upstream {
+                    service: Service::Kitchen,
+                    error,
+                })
+            }
+        }
+    }
+}
