@@ -38,6 +38,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.parse
 
 ROOT = os.getcwd()
@@ -206,21 +207,24 @@ def run_blocks(path, lines, blocks):
             continue
         # A session of its own, killed whole afterwards: nothing a block
         # started in the background outlives it.
-        process = subprocess.Popen(
-            ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        try:
-            output, _ = process.communicate(timeout=BLOCK_TIMEOUT)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        with tempfile.TemporaryFile(mode="w+") as log:
+            process = subprocess.Popen(
+                ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+            try:
+                process.wait(timeout=BLOCK_TIMEOUT)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+            log.seek(0)
+            output = log.read()
         if timed_out:
-            output, _ = process.communicate()
             problems.append(f"{path}:{number}: the shell block ran past {BLOCK_TIMEOUT} s "
                             "(mark it <!-- not runnable here: REASON --> if it cannot run here)")
         elif process.returncode != 0:
