@@ -205,7 +205,7 @@ def run_blocks(path, lines, blocks):
         if DRY_RUN:
             print(f"{path}:{number}: would run:" + "".join(f"\n    {l}" for l in script.splitlines()))
             continue
-        # A session of its own, killed whole afterwards: nothing a block
+        # A process group of its own, killed whole afterwards: nothing a block
         # started in the background outlives it.
         with tempfile.TemporaryFile(mode="w+") as log:
             process = subprocess.Popen(
