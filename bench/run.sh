@@ -290,7 +290,7 @@ measure_size() { # ORDERS
   # Each endpoint right before its pgbench script, so that both figures of
   # a share are measured under the same conditions. The reads first: the
   # orders placed by POST are removed afterwards.
-  # create and get against pgbench in both protocols (see README.md).
+  # create and get against pgbench in both protocols (see docs/performance.md).
   http "$orders" "GET /orders/{id}" get /
   if [ "$MODE" = postgres ]; then pgb "$orders" get simple; pgb "$orders" get prepared; fi
   http "$orders" "GET /orders?limit=10" url "/orders?limit=10"

@@ -438,7 +438,7 @@ async fn a_create_and_a_pay_reach_the_collector_as_traces_rooted_in_server_spans
         assert_eq!(span.get("order.id"), Some(id.to_string()), "{step}");
     }
     // `TRACE_REPORT=1 cargo nextest run ... --no-capture` prints the
-    // README's example.
+    // example of docs/observability.md.
     if std::env::var_os("TRACE_REPORT").is_some() {
         println!("{}", render(&spans, pay.trace_id()));
     }
