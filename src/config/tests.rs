@@ -143,17 +143,17 @@ fn redacts_the_password_only() {
 
 #[test]
 fn the_readme_table_is_the_one_variables_renders() {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../docs/configuration.md");
     let start = readme
         .find("| variable |")
-        .expect("README.md has a configuration table");
+        .expect("docs/configuration.md has a configuration table");
     let end = readme[start..]
         .find("\n\n")
         .map_or(readme.len(), |end| start + end + 1);
     let table = markdown_table();
     assert!(
         readme[start..end] == table,
-        "README.md's configuration table is not the one VARIABLES in src/config.rs \
+        "docs/configuration.md's configuration table is not the one VARIABLES in src/config/ \
          renders; replace it with:\n\n{table}"
     );
 }
