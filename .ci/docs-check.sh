@@ -51,10 +51,16 @@ SKIP_DIRS = {".git", "target", "vendor", "node_modules", ".tools"}
 
 def markdown_files():
     files = ["README.md", "ARCHITECTURE.md"] + sorted(glob.glob("docs/*.md"))
-    for directory, dirs, names in os.walk("."):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
-        if "README.md" in names and directory != ".":
-            files.append(os.path.normpath(os.path.join(directory, "README.md")))
+    # The project's own README files only: git knows which; tools installed
+    # under ignored folders (virtual environments, node_modules) bring theirs.
+    tracked = subprocess.run(["git", "ls-files", "--", "*README.md"], capture_output=True,
+                             text=True, check=False).stdout.split()
+    if not tracked:
+        for directory, dirs, names in os.walk("."):
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+            if "README.md" in names:
+                tracked.append(os.path.join(directory, "README.md"))
+    files += sorted(os.path.normpath(f) for f in tracked if os.path.normpath(f) != "README.md")
     return [f for f in files if os.path.isfile(f)]
 
 
