@@ -271,6 +271,14 @@ for vcpu, gb in sizes:
 if len(sizes) != 1:
     problems.append(f"the EKS pods bill as several Fargate sizes: {sorted(sizes)}")
 
+# The migrations Job: a finished pod keeps its Fargate node, billed until the
+# TTL removes it.
+for directory in EKS_JOBS:
+    job = find(render(directory), "Job", "orders-service-migrations")
+    ttl = job.get("spec", {}).get("ttlSecondsAfterFinished")
+    if not isinstance(ttl, int) or ttl > 600:
+        problems.append(f"{directory}: ttlSecondsAfterFinished {ttl}, wanted at most 600")
+
 # The log router: the namespace AWS requires, CloudWatch with a retention.
 observability = render("k8s/aws-observability")
 namespace = find(observability, "Namespace", "aws-observability")
