@@ -26,6 +26,7 @@ RENDERED=(
   k8s/overlays/eks-external-secrets
   k8s/overlays/eks-external-secrets/secrets
   k8s/overlays/eks-opentelemetry
+  k8s/opentelemetry-collector
   k8s/aws-observability
 )
 SCANNED=(
@@ -33,6 +34,7 @@ SCANNED=(
   k8s/overlays/eks/migrations
   k8s/overlays/eks-external-secrets
   k8s/overlays/eks-opentelemetry
+  k8s/opentelemetry-collector
   k8s/aws-observability
 )
 # Custom resources kubernetes-validate has no schema for; the rules below and
@@ -278,6 +280,25 @@ for directory in EKS_JOBS:
     ttl = job.get("spec", {}).get("ttlSecondsAfterFinished")
     if not isinstance(ttl, int) or ttl > 600:
         problems.append(f"{directory}: ttlSecondsAfterFinished {ttl}, wanted at most 600")
+
+# The trace collector: on Fargate (a profile selects its namespace), the
+# X-Ray region from the environment, the image pinned by digest.
+collector = render("k8s/opentelemetry-collector")
+cluster = yaml.safe_load(Path("deploy/eks/cluster.yaml").read_text())
+profiled = {s.get("namespace") for p in cluster.get("fargateProfiles", []) for s in p.get("selectors", [])}
+for item in collector:
+    namespace = item["metadata"].get("namespace") or (item["metadata"]["name"] if item["kind"] == "Namespace" else None)
+    if namespace and namespace not in profiled:
+        problems.append(f"k8s/opentelemetry-collector: {item['kind']} {item['metadata']['name']} in {namespace}, which no Fargate profile selects")
+config = yaml.safe_load(find(collector, "ConfigMap", "otel-collector").get("data", {}).get("config.yaml", "{}"))
+if config.get("exporters", {}).get("awsxray", {}).get("region") != "${env:AWS_REGION}":
+    problems.append("k8s/opentelemetry-collector: the awsxray exporter's region is not ${env:AWS_REGION}")
+for container in containers(find(collector, "Deployment", "otel-collector")):
+    if not re.search(r"@sha256:[0-9a-f]{64}$", container.get("image", "")):
+        problems.append(f"k8s/opentelemetry-collector: {container['image']} is not pinned by digest")
+    resources = container.get("resources", {})
+    if resources.get("requests") != resources.get("limits"):
+        problems.append("k8s/opentelemetry-collector: requests differ from limits")
 
 # The log router: the namespace AWS requires, CloudWatch with a retention.
 observability = render("k8s/aws-observability")
