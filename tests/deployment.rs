@@ -1493,3 +1493,36 @@ fn pinned_by_digest(image: &str) -> bool {
         && name.contains('/')
         && (host.contains('.') || host.contains(':'))
 }
+
+/// On EKS every image is pinned by the digest its registry returned at push,
+/// so a pod runs exactly what was built and scanned; and no manifest takes an
+/// image by a short name (a Docker Hub name without its registry host),
+/// except this crate's own images that a local cluster loads by hand.
+#[test]
+fn eks_images_are_pinned_by_digest_and_every_image_names_its_registry() {
+    let eks: BTreeSet<&str> = EKS_OVERLAYS
+        .iter()
+        .copied()
+        .chain(["k8s/overlays/eks/migrations", COLLECTOR])
+        .collect();
+    for kustomization in rendered_kustomizations().into_iter().chain(OTHER_RENDERS) {
+        for workload in rendered(kustomization) {
+            for container in containers(workload) {
+                let image = text(&container["image"]);
+                let (name, _) = image_name_and_tag(image);
+                if eks.contains(kustomization) {
+                    assert!(
+                        pinned_by_digest(image),
+                        "{kustomization}: {image} is not pinned by digest"
+                    );
+                } else if name != SERVER_IMAGE && name != MIGRATIONS_IMAGE {
+                    let host = image.split('/').next().unwrap_or_default();
+                    assert!(
+                        image.contains('/') && (host.contains('.') || host.contains(':')),
+                        "{kustomization}: {image} names no registry host"
+                    );
+                }
+            }
+        }
+    }
+}
