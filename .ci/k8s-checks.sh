@@ -217,6 +217,13 @@ for directory in EKS_APPS:
         problems.append(f"{directory}: port 80 is not redirected to 443")
     if not notes.get("alb.ingress.kubernetes.io/certificate-arn", "").startswith("arn:aws:acm:"):
         problems.append(f"{directory}: no ACM certificate on the Ingress")
+    attributes = dict(pair.split("=", 1) for pair in notes.get("alb.ingress.kubernetes.io/load-balancer-attributes", "").split(",") if "=" in pair)
+    if attributes.get("routing.http.drop_invalid_header_fields.enabled") != "true":
+        problems.append(f"{directory}: the ALB keeps invalid header fields")
+    if attributes.get("access_logs.s3.enabled") != "true" or not attributes.get("access_logs.s3.bucket"):
+        problems.append(f"{directory}: the ALB writes no access logs")
+    if not notes.get("alb.ingress.kubernetes.io/wafv2-acl-arn", "").startswith("arn:aws:wafv2:"):
+        problems.append(f"{directory}: no WAF web ACL on the ALB")
     # Security groups for pods: the server's and the Job's pods.
     policy = find(objects, "SecurityGroupPolicy", "orders-service")
     if policy.get("apiVersion") != "vpcresources.k8s.aws/v1beta1":

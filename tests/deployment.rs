@@ -1526,3 +1526,38 @@ fn eks_images_are_pinned_by_digest_and_every_image_names_its_registry() {
         }
     }
 }
+
+/// The EKS load balancer refuses invalid header fields, logs every request
+/// to S3 and sits behind an AWS WAF web ACL.
+#[test]
+fn the_eks_alb_drops_invalid_headers_logs_to_s3_and_has_a_web_acl() {
+    for overlay in EKS_OVERLAYS {
+        let notes = &object(overlay, "Ingress", "orders-service")["metadata"]["annotations"];
+        let attributes: BTreeMap<&str, &str> =
+            text(&notes["alb.ingress.kubernetes.io/load-balancer-attributes"])
+                .split(',')
+                .filter_map(|pair| pair.split_once('='))
+                .collect();
+        assert_eq!(
+            attributes.get("routing.http.drop_invalid_header_fields.enabled"),
+            Some(&"true"),
+            "{overlay}: {attributes:?}"
+        );
+        assert_eq!(
+            attributes.get("access_logs.s3.enabled"),
+            Some(&"true"),
+            "{overlay}"
+        );
+        assert!(
+            attributes
+                .get("access_logs.s3.bucket")
+                .is_some_and(|bucket| !bucket.is_empty()),
+            "{overlay}: an access log bucket"
+        );
+        assert!(
+            text(&notes["alb.ingress.kubernetes.io/wafv2-acl-arn"])
+                .starts_with("arn:aws:wafv2:"),
+            "{overlay}: a WAF web ACL"
+        );
+    }
+}
