@@ -39,11 +39,7 @@ const OVERLAYS: [(&str, &str); 4] = [
 
 /// The base, rendered for its defaults, the Fargate log router's
 /// configuration and the trace collector, which run none of our images.
-const OTHER_RENDERS: [&str; 3] = [
-    "k8s/base",
-    "k8s/aws-observability",
-    COLLECTOR,
-];
+const OTHER_RENDERS: [&str; 3] = ["k8s/base", "k8s/aws-observability", COLLECTOR];
 
 /// The OpenTelemetry Collector that the opentelemetry component sends to.
 const COLLECTOR: &str = "k8s/opentelemetry-collector";
@@ -1277,7 +1273,10 @@ fn every_helm_install_in_the_readme_pins_a_chart_version() {
             line.starts_with("helm install") || line.starts_with("helm upgrade --install")
         })
         .collect();
-    assert!(!installs.is_empty(), "the EKS guide installs charts with helm");
+    assert!(
+        !installs.is_empty(),
+        "the EKS guide installs charts with helm"
+    );
     for install in installs {
         let words: Vec<&str> = install.split_whitespace().collect();
         let version = words
@@ -1411,8 +1410,15 @@ fn the_trace_collector_runs_on_fargate_and_exports_to_xray_in_its_region() {
     for item in rendered(COLLECTOR) {
         let kind = text(&item["kind"]);
         assert!(
-            ["Namespace", "ServiceAccount", "ConfigMap", "Deployment", "Service", "NetworkPolicy"]
-                .contains(&kind),
+            [
+                "Namespace",
+                "ServiceAccount",
+                "ConfigMap",
+                "Deployment",
+                "Service",
+                "NetworkPolicy"
+            ]
+            .contains(&kind),
             "{COLLECTOR} renders a {kind}: only plain objects, no operator's"
         );
         if kind != "Namespace" {
@@ -1425,7 +1431,10 @@ fn the_trace_collector_runs_on_fargate_and_exports_to_xray_in_its_region() {
         .iter()
         .find(|port| port["name"] == "otlp-http")
         .expect("an otlp-http port");
-    let server = container(deployment("k8s/overlays/eks-opentelemetry"), "orders-service");
+    let server = container(
+        deployment("k8s/overlays/eks-opentelemetry"),
+        "orders-service",
+    );
     let endpoint = env_value(server, "OTEL_EXPORTER_OTLP_ENDPOINT").expect("an endpoint");
     assert_eq!(
         endpoint,
@@ -1444,9 +1453,7 @@ fn the_trace_collector_runs_on_fargate_and_exports_to_xray_in_its_region() {
         config["exporters"]["awsxray"]["region"], "${env:AWS_REGION}",
         "the X-Ray region comes from the environment"
     );
-    assert!(
-        text(&config["receivers"]["otlp"]["protocols"]["http"]["endpoint"]).ends_with(":4318")
-    );
+    assert!(text(&config["receivers"]["otlp"]["protocols"]["http"]["endpoint"]).ends_with(":4318"));
     assert_eq!(
         config["service"]["pipelines"]["traces"]["exporters"],
         serde_json::json!(["awsxray"])
@@ -1461,7 +1468,10 @@ fn the_trace_collector_runs_on_fargate_and_exports_to_xray_in_its_region() {
             .starts_with("arn:aws:iam::"),
         "an IAM role for the service account"
     );
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     let main = container(collector, "otel-collector");
     assert!(
         array(&main["envFrom"])
@@ -1555,8 +1565,7 @@ fn the_eks_alb_drops_invalid_headers_logs_to_s3_and_has_a_web_acl() {
             "{overlay}: an access log bucket"
         );
         assert!(
-            text(&notes["alb.ingress.kubernetes.io/wafv2-acl-arn"])
-                .starts_with("arn:aws:wafv2:"),
+            text(&notes["alb.ingress.kubernetes.io/wafv2-acl-arn"]).starts_with("arn:aws:wafv2:"),
             "{overlay}: a WAF web ACL"
         );
     }
