@@ -26,6 +26,7 @@ RENDERED=(
   k8s/overlays/eks-external-secrets
   k8s/overlays/eks-external-secrets/secrets
   k8s/overlays/eks-opentelemetry
+  k8s/opentelemetry-collector
   k8s/aws-observability
 )
 SCANNED=(
@@ -33,6 +34,7 @@ SCANNED=(
   k8s/overlays/eks/migrations
   k8s/overlays/eks-external-secrets
   k8s/overlays/eks-opentelemetry
+  k8s/opentelemetry-collector
   k8s/aws-observability
 )
 # Custom resources kubernetes-validate has no schema for; the rules below and
@@ -216,6 +218,13 @@ for directory in EKS_APPS:
         problems.append(f"{directory}: port 80 is not redirected to 443")
     if not notes.get("alb.ingress.kubernetes.io/certificate-arn", "").startswith("arn:aws:acm:"):
         problems.append(f"{directory}: no ACM certificate on the Ingress")
+    attributes = dict(pair.split("=", 1) for pair in notes.get("alb.ingress.kubernetes.io/load-balancer-attributes", "").split(",") if "=" in pair)
+    if attributes.get("routing.http.drop_invalid_header_fields.enabled") != "true":
+        problems.append(f"{directory}: the ALB keeps invalid header fields")
+    if attributes.get("access_logs.s3.enabled") != "true" or not attributes.get("access_logs.s3.bucket"):
+        problems.append(f"{directory}: the ALB writes no access logs")
+    if not notes.get("alb.ingress.kubernetes.io/wafv2-acl-arn", "").startswith("arn:aws:wafv2:"):
+        problems.append(f"{directory}: no WAF web ACL on the ALB")
     # Security groups for pods: the server's and the Job's pods.
     policy = find(objects, "SecurityGroupPolicy", "orders-service")
     if policy.get("apiVersion") != "vpcresources.k8s.aws/v1beta1":
@@ -271,6 +280,33 @@ for vcpu, gb in sizes:
         problems.append(f"docs/deploy-eks.md does not state the billed Fargate size: '{stated}'")
 if len(sizes) != 1:
     problems.append(f"the EKS pods bill as several Fargate sizes: {sorted(sizes)}")
+
+# The migrations Job: a finished pod keeps its Fargate node, billed until the
+# TTL removes it.
+for directory in EKS_JOBS:
+    job = find(render(directory), "Job", "orders-service-migrations")
+    ttl = job.get("spec", {}).get("ttlSecondsAfterFinished")
+    if not isinstance(ttl, int) or ttl > 600:
+        problems.append(f"{directory}: ttlSecondsAfterFinished {ttl}, wanted at most 600")
+
+# The trace collector: on Fargate (a profile selects its namespace), the
+# X-Ray region from the environment, the image pinned by digest.
+collector = render("k8s/opentelemetry-collector")
+cluster = yaml.safe_load(Path("deploy/eks/cluster.yaml").read_text())
+profiled = {s.get("namespace") for p in cluster.get("fargateProfiles", []) for s in p.get("selectors", [])}
+for item in collector:
+    namespace = item["metadata"].get("namespace") or (item["metadata"]["name"] if item["kind"] == "Namespace" else None)
+    if namespace and namespace not in profiled:
+        problems.append(f"k8s/opentelemetry-collector: {item['kind']} {item['metadata']['name']} in {namespace}, which no Fargate profile selects")
+config = yaml.safe_load(find(collector, "ConfigMap", "otel-collector").get("data", {}).get("config.yaml", "{}"))
+if config.get("exporters", {}).get("awsxray", {}).get("region") != "${env:AWS_REGION}":
+    problems.append("k8s/opentelemetry-collector: the awsxray exporter's region is not ${env:AWS_REGION}")
+for container in containers(find(collector, "Deployment", "otel-collector")):
+    if not re.search(r"@sha256:[0-9a-f]{64}$", container.get("image", "")):
+        problems.append(f"k8s/opentelemetry-collector: {container['image']} is not pinned by digest")
+    resources = container.get("resources", {})
+    if resources.get("requests") != resources.get("limits"):
+        problems.append("k8s/opentelemetry-collector: requests differ from limits")
 
 # The log router: the namespace AWS requires, CloudWatch with a retention.
 observability = render("k8s/aws-observability")

@@ -37,9 +37,12 @@ const OVERLAYS: [(&str, &str); 4] = [
     ),
 ];
 
-/// The base, rendered for its defaults, and the Fargate log router's
-/// configuration, which runs none of our images.
-const OTHER_RENDERS: [&str; 2] = ["k8s/base", "k8s/aws-observability"];
+/// The base, rendered for its defaults, the Fargate log router's
+/// configuration and the trace collector, which run none of our images.
+const OTHER_RENDERS: [&str; 3] = ["k8s/base", "k8s/aws-observability", COLLECTOR];
+
+/// The OpenTelemetry Collector that the opentelemetry component sends to.
+const COLLECTOR: &str = "k8s/opentelemetry-collector";
 
 /// The overlays that run on EKS, on Fargate.
 const EKS_OVERLAYS: [&str; 3] = [
@@ -845,9 +848,11 @@ fn the_migrations_job_runs_migrate_at_the_release_of_the_server() {
             job["spec"]["backoffLimit"].is_u64(),
             "{migrations}: backoffLimit"
         );
+        // A finished pod keeps its Fargate node, billed until the pod goes.
+        let ttl = job["spec"]["ttlSecondsAfterFinished"].as_u64();
         assert!(
-            job["spec"]["ttlSecondsAfterFinished"].is_u64(),
-            "{migrations}: ttlSecondsAfterFinished"
+            ttl.is_some_and(|seconds| seconds <= 600),
+            "{migrations}: ttlSecondsAfterFinished at most 600 s, not {ttl:?}"
         );
         assert_eq!(pod_spec(job)["restartPolicy"], "Never", "{migrations}");
         let migrate = container(job, "migrate");
@@ -1391,7 +1396,7 @@ fn ci_builds_both_images_without_pulling_and_runs_them() {
 }
 
 /// Traces are off unless the OpenTelemetry component is applied; with it the
-/// server sends OTLP/HTTP to the ADOT collector's Service, in a protocol and
+/// server sends OTLP/HTTP to the collector's Service, in a protocol and
 /// with a sampler the configuration accepts, and nothing else changes.
 #[test]
 fn only_the_opentelemetry_component_turns_traces_on() {
@@ -1447,4 +1452,189 @@ fn only_the_opentelemetry_component_turns_traces_on() {
         without, eks,
         "the component changes nothing but the OTEL_ variables"
     );
+}
+
+/// The trace collector runs on a Fargate-only cluster: its namespace has a
+/// Fargate profile, it needs no operator or webhook, it answers on the
+/// address the component gives the server, and it sends to X-Ray in the
+/// region of its environment with an IAM role of its own.
+#[test]
+fn the_trace_collector_runs_on_fargate_and_exports_to_xray_in_its_region() {
+    let cluster: Value = yaml_serde::from_str(
+        &std::fs::read_to_string(repository().join("deploy/eks/cluster.yaml"))
+            .expect("deploy/eks/cluster.yaml"),
+    )
+    .expect("cluster.yaml is YAML");
+    let profiled: BTreeSet<&str> = array(&cluster["fargateProfiles"])
+        .iter()
+        .flat_map(|profile| array(&profile["selectors"]))
+        .map(|selector| text(&selector["namespace"]))
+        .collect();
+    let namespace = text(&object(COLLECTOR, "Namespace", "opentelemetry")["metadata"]["name"]);
+    assert!(
+        profiled.contains(namespace),
+        "no Fargate profile selects {namespace}: {profiled:?}"
+    );
+    for item in rendered(COLLECTOR) {
+        let kind = text(&item["kind"]);
+        assert!(
+            [
+                "Namespace",
+                "ServiceAccount",
+                "ConfigMap",
+                "Deployment",
+                "Service",
+                "NetworkPolicy"
+            ]
+            .contains(&kind),
+            "{COLLECTOR} renders a {kind}: only plain objects, no operator's"
+        );
+        if kind != "Namespace" {
+            assert_eq!(item["metadata"]["namespace"], namespace, "{kind}");
+        }
+    }
+
+    let service = object(COLLECTOR, "Service", "otel-collector");
+    let port = array(&service["spec"]["ports"])
+        .iter()
+        .find(|port| port["name"] == "otlp-http")
+        .expect("an otlp-http port");
+    let server = container(
+        deployment("k8s/overlays/eks-opentelemetry"),
+        "orders-service",
+    );
+    let endpoint = env_value(server, "OTEL_EXPORTER_OTLP_ENDPOINT").expect("an endpoint");
+    assert_eq!(
+        endpoint,
+        format!(
+            "http://otel-collector.{namespace}.svc.cluster.local:{}",
+            port["port"]
+        ),
+        "the component names the collector's Service"
+    );
+
+    let config: Value = yaml_serde::from_str(text(
+        &object(COLLECTOR, "ConfigMap", "otel-collector")["data"]["config.yaml"],
+    ))
+    .expect("the collector's configuration is YAML");
+    assert_eq!(
+        config["exporters"]["awsxray"]["region"], "${env:AWS_REGION}",
+        "the X-Ray region comes from the environment"
+    );
+    assert!(text(&config["receivers"]["otlp"]["protocols"]["http"]["endpoint"]).ends_with(":4318"));
+    assert_eq!(
+        config["service"]["pipelines"]["traces"]["exporters"],
+        serde_json::json!(["awsxray"])
+    );
+
+    let collector = object(COLLECTOR, "Deployment", "otel-collector");
+    let pod = pod_spec(collector);
+    assert_eq!(pod["serviceAccountName"], "otel-collector");
+    let account = object(COLLECTOR, "ServiceAccount", "otel-collector");
+    assert!(
+        text(&account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"])
+            .starts_with("arn:aws:iam::"),
+        "an IAM role for the service account"
+    );
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let main = container(collector, "otel-collector");
+    assert!(
+        array(&main["envFrom"])
+            .iter()
+            .any(|source| source["configMapRef"]["name"] == "otel-collector-env"),
+        "AWS_REGION from the ConfigMap the guide creates"
+    );
+    assert!(
+        pinned_by_digest(text(&main["image"])),
+        "{}: pinned by digest",
+        main["image"]
+    );
+    assert_eq!(main["resources"]["requests"], main["resources"]["limits"]);
+    let context = &main["securityContext"];
+    assert_eq!(context["runAsNonRoot"], true);
+    assert_eq!(context["allowPrivilegeEscalation"], false);
+    assert_eq!(context["readOnlyRootFilesystem"], true);
+    assert_eq!(context["capabilities"]["drop"], serde_json::json!(["ALL"]));
+}
+
+/// `registry/name:tag@sha256:<64 hex digits>`, with a registry host.
+fn pinned_by_digest(image: &str) -> bool {
+    let Some((name, digest)) = image.split_once("@sha256:") else {
+        return false;
+    };
+    let host = name.split('/').next().unwrap_or_default();
+    digest.len() == 64
+        && digest.chars().all(|c| c.is_ascii_hexdigit())
+        && name.contains('/')
+        && (host.contains('.') || host.contains(':'))
+}
+
+/// On EKS every image is pinned by the digest its registry returned at push,
+/// so a pod runs exactly what was built and scanned; and no manifest takes an
+/// image by a short name (a Docker Hub name without its registry host),
+/// except this crate's own images that a local cluster loads by hand.
+#[test]
+fn eks_images_are_pinned_by_digest_and_every_image_names_its_registry() {
+    let eks: BTreeSet<&str> = EKS_OVERLAYS
+        .iter()
+        .copied()
+        .chain(["k8s/overlays/eks/migrations", COLLECTOR])
+        .collect();
+    for kustomization in rendered_kustomizations().into_iter().chain(OTHER_RENDERS) {
+        for workload in rendered(kustomization) {
+            for container in containers(workload) {
+                let image = text(&container["image"]);
+                let (name, _) = image_name_and_tag(image);
+                if eks.contains(kustomization) {
+                    assert!(
+                        pinned_by_digest(image),
+                        "{kustomization}: {image} is not pinned by digest"
+                    );
+                } else if name != SERVER_IMAGE && name != MIGRATIONS_IMAGE {
+                    let host = image.split('/').next().unwrap_or_default();
+                    assert!(
+                        image.contains('/') && (host.contains('.') || host.contains(':')),
+                        "{kustomization}: {image} names no registry host"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The EKS load balancer refuses invalid header fields, logs every request
+/// to S3 and sits behind an AWS WAF web ACL.
+#[test]
+fn the_eks_alb_drops_invalid_headers_logs_to_s3_and_has_a_web_acl() {
+    for overlay in EKS_OVERLAYS {
+        let notes = &object(overlay, "Ingress", "orders-service")["metadata"]["annotations"];
+        let attributes: BTreeMap<&str, &str> =
+            text(&notes["alb.ingress.kubernetes.io/load-balancer-attributes"])
+                .split(',')
+                .filter_map(|pair| pair.split_once('='))
+                .collect();
+        assert_eq!(
+            attributes.get("routing.http.drop_invalid_header_fields.enabled"),
+            Some(&"true"),
+            "{overlay}: {attributes:?}"
+        );
+        assert_eq!(
+            attributes.get("access_logs.s3.enabled"),
+            Some(&"true"),
+            "{overlay}"
+        );
+        assert!(
+            attributes
+                .get("access_logs.s3.bucket")
+                .is_some_and(|bucket| !bucket.is_empty()),
+            "{overlay}: an access log bucket"
+        );
+        assert!(
+            text(&notes["alb.ingress.kubernetes.io/wafv2-acl-arn"]).starts_with("arn:aws:wafv2:"),
+            "{overlay}: a WAF web ACL"
+        );
+    }
 }
