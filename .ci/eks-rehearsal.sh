@@ -19,7 +19,7 @@
 # every overlay must still render, with its EKS images pinned by digest.
 # The tools are pinned in .ci/eks-rehearsal-requirements.txt and installed
 # into target/eks-rehearsal/venv (reused while the requirements match).
-#   bash .ci/eks-rehearsal.sh
+#   bash .ci/eks-rehearsal.sh [--prepare]   # --prepare: only install the tools
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -46,6 +46,7 @@ if [[ ! -x $VENV/bin/aws || ! -f $VENV/installed ]] || ! cmp -s "$REQUIREMENTS" 
 fi
 "$VENV/bin/aws" --version
 "$VENV/bin/shellcheck" --version | sed -n 2p
+[ "${1:-}" = --prepare ] && exit 0
 
 RUN=$(mktemp -d "$WORK/run.XXXXXX")
 MOTO_PID=

@@ -38,7 +38,7 @@ SCANNED=(
   k8s/aws-observability
 )
 # Custom resources kubernetes-validate has no schema for; the rules below and
-# tests/deployment.rs check the fields of these that the service relies on.
+# tests/deployment/ check the fields of these that the service relies on.
 CUSTOM_KINDS='ExternalSecret|SecretStore|SecurityGroupPolicy'
 
 step() { printf '\n== %s\n' "$*"; }
@@ -148,7 +148,7 @@ if [[ "$failed" -ne 0 ]]; then
 fi
 
 step "production rules"
-# The same rules as tests/deployment.rs, on the renders above, so that this
+# The same rules as tests/deployment/, on the renders above, so that this
 # script alone tells whether the EKS deployment is safe by default.
 "$VENV/bin/python" - "$OUT" <<'PY'
 import json
