@@ -35,6 +35,9 @@ pub enum Fault {
     Held,
     /// Nothing is done: the server answers 503.
     Unavailable,
+    /// A proxy in front of the service answers 503 after forwarding the
+    /// request: the work was done.
+    UnavailableAfterWork,
     /// The answer comes after [`DELAYED`]: slow, but within the tests'
     /// upstream timeout.
     Delayed,
@@ -409,6 +412,7 @@ fn after_work(fault: Option<Fault>, done: Reply) -> Reply {
         Some(Fault::Slow) => Reply::Slow,
         Some(Fault::Reset) => Reply::Reset,
         Some(Fault::ServerError) => Reply::Json(500, json!({"detail": "boom"})),
+        Some(Fault::UnavailableAfterWork) => Reply::Json(503, json!({"detail": "upstream gone"})),
         Some(Fault::Garbage) => Reply::Raw(201, "{\"payment_id\": <truncated"),
         Some(Fault::Held) => Reply::Held(Box::new(done)),
         Some(Fault::Delayed) => Reply::Delayed(Box::new(done)),

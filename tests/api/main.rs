@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod database_roles;
 mod database_tls;
+mod ends;
 mod fakes;
 mod faults;
 mod framework;
