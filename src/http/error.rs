@@ -169,7 +169,9 @@ fn upstream_status(error: &UpstreamError) -> StatusCode {
     match error {
         UpstreamError::NotSent(_) | UpstreamError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        UpstreamError::Lost(_) | UpstreamError::BadResponse(_) => StatusCode::BAD_GATEWAY,
+        UpstreamError::Lost(_) | UpstreamError::BadResponse(_) | UpstreamError::Refused { .. } => {
+            StatusCode::BAD_GATEWAY
+        }
     }
 }
 
@@ -188,6 +190,9 @@ fn upstream_detail(service: Service, error: &UpstreamError) -> String {
         UpstreamError::Timeout => format!("the {name} service did not answer in time"),
         UpstreamError::BadResponse(reason) => {
             format!("the {name} service gave an unexpected answer: {reason}")
+        }
+        UpstreamError::Refused { status, reason } => {
+            format!("the {name} service refused ({status}): {reason}")
         }
     }
 }
@@ -208,9 +213,9 @@ fn lifecycle_status(err: &LifecycleError) -> StatusCode {
             _ => StatusCode::BAD_GATEWAY,
         },
         LifecycleError::Declined { .. } => StatusCode::PAYMENT_REQUIRED,
-        LifecycleError::PaymentUnsettled { .. } | LifecycleError::KitchenRefused => {
-            StatusCode::CONFLICT
-        }
+        LifecycleError::PaymentUnsettled { .. }
+        | LifecycleError::KitchenRefused
+        | LifecycleError::KitchenRejected { .. } => StatusCode::CONFLICT,
         LifecycleError::Storage(err) => storage_status(err),
     }
 }
@@ -254,6 +259,10 @@ fn lifecycle_detail(err: &LifecycleError) -> String {
         LifecycleError::KitchenRefused => {
             "the kitchen can no longer cancel this order: it is being made".into()
         }
+        LifecycleError::KitchenRejected { reason } => format!(
+            "the kitchen refused to make this order ({reason}); it is cancelled and its \
+             charge is refunded"
+        ),
         LifecycleError::Storage(err) => storage_detail(err),
     }
 }
@@ -448,6 +457,14 @@ mod tests {
                 LifecycleError::KitchenRefused.into(),
                 409,
                 "kitchen can no longer cancel",
+            ),
+            (
+                LifecycleError::KitchenRejected {
+                    reason: "no oat milk".into(),
+                }
+                .into(),
+                409,
+                "refused to make this order (no oat milk)",
             ),
             (
                 RepositoryError::PaymentUnsettled.into(),

@@ -77,6 +77,10 @@ pub enum LifecycleError {
     /// The kitchen can no longer drop the order's schedule.
     #[error("the kitchen refused to cancel")]
     KitchenRefused,
+    /// The kitchen refused, for good, to make the order: it is cancelled
+    /// (with `reason` kept) and its charge is owed back.
+    #[error("the kitchen refused the order")]
+    KitchenRejected { reason: String },
     /// The database failed, or holds something the domain refuses.
     #[error("storage failed")]
     Storage(#[source] RepositoryError),

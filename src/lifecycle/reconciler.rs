@@ -20,7 +20,7 @@ use tracing::{Instrument, Span};
 use uuid::Uuid;
 
 use super::charge::Verdict;
-use super::{OrderLifecycle, millis};
+use super::{LifecycleError, OrderLifecycle, millis};
 use crate::domain::OrderStatus;
 use crate::repository::{AttemptState, DueAttempt, DueOrder, DueRefund, RefundOutcome};
 use crate::trace_context;
@@ -216,6 +216,10 @@ impl OrderLifecycle {
                 {
                     Ok(_) => {
                         self.metrics.reconciled("schedule", "scheduled");
+                        None
+                    }
+                    Err(LifecycleError::KitchenRejected { .. }) => {
+                        self.metrics.reconciled("schedule", "refused");
                         None
                     }
                     Err(err) => Some(err.to_string()),

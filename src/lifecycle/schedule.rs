@@ -11,10 +11,12 @@
 //! the schedule counts as possibly made, and the order is refunded only once
 //! the kitchen confirmed it will not make it.
 
+use uuid::Uuid;
+
 use super::{Action, LifecycleError, OrderLifecycle, Result, millis};
 use crate::domain::{OrderId, OrderStatus};
 use crate::repository::Lease;
-use crate::upstream::{Kitchen, Service};
+use crate::upstream::{Kitchen, Service, UpstreamError};
 
 impl OrderLifecycle {
     /// `paid` → `progress`, under the lease the charge kept or a new one.
@@ -59,7 +61,9 @@ impl OrderLifecycle {
     /// when the lease was lost meanwhile. On failure the order stays `paid`
     /// and the reconciler tries again after a backoff (for the failure
     /// number `tries + 1`); only a request that never left (no connection)
-    /// leaves the order cancellable without the kitchen.
+    /// leaves the order cancellable without the kitchen. The kitchen's
+    /// final refusal cancels the order, owes its refund and is returned as
+    /// [`LifecycleError::KitchenRejected`].
     pub(super) async fn send_schedule(
         &self,
         kitchen: &dyn Kitchen,
@@ -89,6 +93,21 @@ impl OrderLifecycle {
                     tracing::info!(order_id = %id, %schedule_id, "order scheduled");
                 }
                 Ok(kept)
+            }
+            Err(UpstreamError::Refused { status, reason }) => {
+                self.metrics
+                    .upstream_call(Service::Kitchen.name(), "refused");
+                let refund_key = Uuid::new_v4();
+                if !self
+                    .repo
+                    .record_kitchen_refusal(lease, &reason, refund_key)
+                    .await?
+                {
+                    return Ok(None);
+                }
+                tracing::warn!(order_id = %id, status, %reason,
+                    "the kitchen refused the order; it is cancelled and its refund owed");
+                Err(LifecycleError::KitchenRejected { reason })
             }
             Err(error) => {
                 tracing::warn!(order_id = %id, %error, "schedule failed; the order stays paid");

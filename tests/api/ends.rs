@@ -4,9 +4,14 @@
 //! the money (charges and refunds by key) and of the goods (schedules made
 //! and cancelled), on both backends, against the fakes.
 
-use crate::fakes::Fault;
+use orders_service::config::DatabaseUrl;
+use orders_service::repository::codec::Id;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::fakes::{Fault, REFUSAL};
 use crate::faults::{cancel, eventually, money_is_accounted_for, pay, spawn, wired};
-use crate::helpers::{Backend, assert_detail, spawn_on};
+use crate::helpers::{Backend, TestApp, assert_detail, spawn_on};
 
 /// Kitchen failures after which the schedule may have been made, and what
 /// pay answers to each.
@@ -74,7 +79,77 @@ async fn a_kitchen_503_is_never_taken_for_not_sent(backend: Backend) {
     assert_eq!(fake.charges_of(id), 1);
 }
 
+/// One text column of one row, read from the test's database directly.
+async fn text_of(app: &TestApp, sql: &'static str, id: Uuid) -> Option<String> {
+    match DatabaseUrl::parse(&app.db.url).unwrap() {
+        DatabaseUrl::Postgres(options) => {
+            let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+            sqlx::query_scalar(sql)
+                .bind(Id(id))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }
+        DatabaseUrl::Sqlite(options) => {
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            sqlx::query_scalar(sql)
+                .bind(Id(id))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+/// The reconciler looks at the order at its next pass.
+async fn due_now(app: &TestApp, id: Uuid) {
+    on_test_db!(&app.db.url, "UPDATE orders SET next_check = created WHERE id = $1"; Id(id));
+}
+
+async fn cancel_reason(app: &TestApp, id: Uuid) -> Option<String> {
+    text_of(app, "SELECT cancel_reason FROM orders WHERE id = $1", id).await
+}
+
+/// The kitchen's final refusal (a 4xx other than 409 and 429) of a
+/// schedule, whether pay, a cancel or the reconciler sent it: the order is
+/// cancelled with the kitchen's reason, nothing is made, and the charge is
+/// refunded once by the reconciler.
+async fn a_kitchen_refusal_cancels_the_order_and_refunds_it(backend: Backend) {
+    let (app, fake) = spawn(backend, None).await;
+    // Pay: the kitchen refuses at once.
+    let by_pay = app.create_latte().await;
+    fake.fail_schedules(&[Fault::Refused]);
+    let detail = assert_detail(pay(&app, by_pay).await, 409).await;
+    assert!(detail.contains(REFUSAL), "{detail}");
+    assert_eq!(app.status_of(by_pay).await, "cancelled");
+    assert_detail(pay(&app, by_pay).await, 409).await;
+    // Cancel: the schedule was in doubt; asked again, the kitchen refuses.
+    let by_cancel = app.create_latte().await;
+    fake.fail_schedules(&[Fault::Unavailable, Fault::Refused]);
+    assert_eq!(pay(&app, by_cancel).await.status(), 503);
+    assert_eq!(cancel(&app, by_cancel).await.status(), 200);
+    assert_eq!(app.status_of(by_cancel).await, "cancelled");
+    // The reconciler: it schedules a paid order and hears the refusal.
+    let by_reconciler = app.create_latte().await;
+    fake.fail_schedules(&[Fault::Unavailable]);
+    assert_eq!(pay(&app, by_reconciler).await.status(), 503);
+    fake.fail_schedules(&[Fault::Refused]);
+    due_now(&app, by_reconciler).await;
+    let _reconciling = spawn_on(app.db.share(), &wired(&fake, Some("200"))).await;
+    crate::faults::reaches(&app, by_reconciler, "cancelled").await;
+    for id in [by_pay, by_cancel, by_reconciler] {
+        assert_eq!(cancel_reason(&app, id).await.as_deref(), Some(REFUSAL));
+        assert!(fake.schedule_of(id).is_none(), "nothing made");
+        eventually("the refund", async || fake.refunds_of(id) == 1).await;
+        money_is_accounted_for(&app, &fake, id).await;
+        assert_eq!(fake.refund_keys_of(id), 1);
+    }
+}
+
 both_backends!(
+    a_kitchen_refusal_cancels_the_order_and_refunds_it,
     a_kitchen_in_doubt_is_asked_before_any_refund,
     a_kitchen_503_is_never_taken_for_not_sent,
 );
