@@ -238,6 +238,7 @@ fn timing(settings: &Settings) -> Timing {
         backoff_max: reconciler.backoff_max,
         kitchen_poll: reconciler.kitchen_poll,
         alert_after: reconciler.alert_after,
+        needs_attention_after: reconciler.needs_attention_after,
     }
 }
 

@@ -69,6 +69,8 @@ pub struct ReconcilerSettings {
     pub kitchen_poll: Duration,
     pub backoff_max: Duration,
     pub alert_after: Duration,
+    /// Age past which an unsettled item waits for an operator.
+    pub needs_attention_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -289,6 +291,7 @@ impl Settings {
                 kitchen_poll: v.kitchen_poll_ms.0,
                 backoff_max: v.reconcile_backoff_max_ms.0,
                 alert_after: v.reconcile_alert_after_ms.0,
+                needs_attention_after: v.needs_attention_after_ms.0,
             },
         })
     }

@@ -131,6 +131,10 @@ variables! {
     reconcile_alert_after_ms RECONCILE_ALERT_AFTER_MS: Millis<1_000, 2_592_000_000> = Fallback::Value("900000")
         => "age past which an unsettled charge, refund or kitchen step is logged at error \
             level each time it is tried (it is never dropped)";
+    needs_attention_after_ms NEEDS_ATTENTION_AFTER_MS: Millis<100, 2_592_000_000> = Fallback::Value("3600000")
+        => "age past which an unsettled charge, refund, schedule or kitchen follow-up stops \
+            being retried and becomes `needs_attention`, for an operator to end (a refund \
+            payments refuses becomes so at once)";
     cors_allowed_origins CORS_ALLOWED_ORIGINS: Option<CorsOrigins> = Fallback::Described("any")
         => "comma-separated allowed origins; unset or `*` is any origin, without credentials";
     idempotency_key_ttl_secs IDEMPOTENCY_KEY_TTL_SECS: Secs<1, 2_592_000> = Fallback::Value("86400")

@@ -58,6 +58,9 @@ pub struct Timing {
     pub kitchen_poll: Duration,
     /// Age past which an open item is logged at error level.
     pub alert_after: Duration,
+    /// Age past which an open item is no longer retried: it needs an
+    /// operator.
+    pub needs_attention_after: Duration,
 }
 
 impl Timing {

@@ -24,7 +24,7 @@ use super::{LifecycleError, OrderLifecycle, millis};
 use crate::domain::OrderStatus;
 use crate::repository::{AttemptState, DueAttempt, DueOrder, DueRefund, RefundOutcome};
 use crate::trace_context;
-use crate::upstream::{RefundStatus, ScheduleStatus, Service};
+use crate::upstream::{RefundStatus, ScheduleStatus, Service, UpstreamError};
 
 /// Items of each kind claimed per pass: enough to drain a backlog quickly,
 /// few enough that a pass ends well within a lease.
@@ -43,6 +43,25 @@ pub async fn run(lifecycle: Arc<OrderLifecycle>, interval: Duration, stop: Cance
         }
     }
     tracing::info!("reconciler stopped");
+}
+
+/// What an item that stays open is, for raising it.
+#[derive(Debug, Clone, Copy)]
+enum OpenItem {
+    /// The open step of an order: its charge, schedule or kitchen follow-up.
+    Order(Uuid),
+    Refund {
+        key: Uuid,
+        order_id: Uuid,
+    },
+}
+
+impl OpenItem {
+    fn order_id(self) -> Uuid {
+        match self {
+            OpenItem::Order(id) | OpenItem::Refund { order_id: id, .. } => id,
+        }
+    }
 }
 
 /// The span of one item settled: the root of a trace of its own, linked to
@@ -134,14 +153,51 @@ impl OrderLifecycle {
     }
 
     /// Warns about an item that failed again, at error level once it is
-    /// older than the alert age.
-    fn still_open(&self, kind: &str, id: Uuid, since: OffsetDateTime, tries: u32, why: &str) {
-        let age = (OffsetDateTime::now_utc() - since).whole_seconds().max(0);
+    /// older than the alert age; past `needs_attention_after` it is no
+    /// longer retried and waits for an operator.
+    async fn still_open(
+        &self,
+        kind: &'static str,
+        item: OpenItem,
+        since: OffsetDateTime,
+        tries: u32,
+        why: &str,
+    ) {
+        let age = OffsetDateTime::now_utc() - since;
+        let age_secs = age.whole_seconds().max(0);
+        let id = item.order_id();
+        if age >= self.timing.needs_attention_after {
+            let why = format!("unsettled for {age_secs} s after {tries} tries: {why}");
+            self.needs_attention(kind, item, &why).await;
+            return;
+        }
         self.metrics.reconciled(kind, "retry");
-        if age as u128 >= self.timing.alert_after.as_secs() as u128 {
-            tracing::error!(kind, %id, age_secs = age, tries, why, "still unsettled");
+        if age >= self.timing.alert_after {
+            tracing::error!(kind, %id, age_secs, tries, why, "still unsettled");
         } else {
-            tracing::warn!(kind, %id, age_secs = age, tries, why, "not settled yet; will try again");
+            tracing::warn!(kind, %id, age_secs, tries, why, "not settled yet; will try again");
+        }
+    }
+
+    /// Takes an item out of the reconciler's hands: it is logged at error
+    /// level, counted, and shown until an operator ends it.
+    async fn needs_attention(&self, kind: &'static str, item: OpenItem, why: &str) {
+        let id = item.order_id();
+        let raised = match item {
+            OpenItem::Order(id) => self.repo.raise_order(id, why).await,
+            OpenItem::Refund { key, .. } => self.repo.raise_refund(key, why).await,
+        };
+        match raised {
+            Ok(true) => {
+                self.metrics.reconciled(kind, "needs_attention");
+                tracing::error!(kind, %id, why, "needs attention: an operator must end it");
+            }
+            Ok(false) => {}
+            Err(err) => {
+                self.metrics.reconciled(kind, "retry");
+                tracing::error!(kind, %id, why, error = %err,
+                    "needs attention, and could not be raised; will try again");
+            }
         }
     }
 
@@ -196,7 +252,14 @@ impl OrderLifecycle {
                 .and(Err(error.to_string())),
         };
         if let Err(why) = outcome {
-            self.still_open("charge", order_id, created, tries + 1, &why);
+            self.still_open(
+                "charge",
+                OpenItem::Order(order_id),
+                created,
+                tries + 1,
+                &why,
+            )
+            .await;
         }
     }
 
@@ -239,7 +302,17 @@ impl OrderLifecycle {
                 self.defer(item.lease, self.timing.retry_ms(item.checks), true, false)
                     .await;
             }
-            self.still_open("kitchen", order_id, item.since, item.checks + 1, &why);
+            // A paid order is unsettled since it was paid; one the kitchen
+            // is making, since the questions about it started failing.
+            let (kind, since) = if item.status == OrderStatus::Paid {
+                ("schedule", item.since)
+            } else {
+                let now = OffsetDateTime::now_utc();
+                ("kitchen", item.failing_since.unwrap_or(now))
+            };
+            let open = OpenItem::Order(order_id);
+            self.still_open(kind, open, since, item.checks + 1, &why)
+                .await;
         }
     }
 
@@ -297,6 +370,7 @@ impl OrderLifecycle {
             return;
         };
         let retry_ms = self.timing.retry_ms(item.tries);
+        let mut refused = None;
         let (outcome, failure) = match payments.refund(item.payment_id, item.key).await {
             Ok(refund) => {
                 self.metrics.upstream_call(Service::Payments.name(), "ok");
@@ -324,12 +398,25 @@ impl OrderLifecycle {
             Err(error) => {
                 self.metrics
                     .upstream_call(Service::Payments.name(), error.kind());
+                if let UpstreamError::Refused { .. } = error {
+                    // Payments' final word: no retry will make this refund.
+                    refused = Some(format!("payments {error}"));
+                }
                 (RefundOutcome::Failed { retry_ms }, Some(error.to_string()))
             }
         };
         let recorded = self.repo.record_refund(&item, outcome).await;
+        let open = OpenItem::Refund {
+            key: item.key,
+            order_id: item.order_id,
+        };
+        if let Some(why) = refused {
+            self.needs_attention("refund", open, &why).await;
+            return;
+        }
         if let Some(why) = failure.or(recorded.err().map(|err| err.to_string())) {
-            self.still_open("refund", item.order_id, item.created, item.tries + 1, &why);
+            self.still_open("refund", open, item.created, item.tries + 1, &why)
+                .await;
         }
     }
 }

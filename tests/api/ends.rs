@@ -148,7 +148,106 @@ async fn a_kitchen_refusal_cancels_the_order_and_refunds_it(backend: Backend) {
     }
 }
 
+async fn refund_attention(app: &TestApp, id: Uuid) -> Option<String> {
+    text_of(app, "SELECT attention FROM refunds WHERE order_id = $1", id).await
+}
+
+async fn order_attention(app: &TestApp, id: Uuid) -> Option<String> {
+    text_of(app, "SELECT attention FROM orders WHERE id = $1", id).await
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.get("/metrics").await.text().await.unwrap()
+}
+
+/// Payments refuses a refund (422): no retry will make it, so it needs an
+/// operator at once, is counted, and is no longer sent.
+async fn a_refund_payments_refuses_needs_attention_at_once(backend: Backend) {
+    let (app, fake) = spawn(backend, Some("100")).await;
+    let id = app.create_latte().await;
+    assert_eq!(pay(&app, id).await.status(), 200);
+    fake.fail_refunds(&[Fault::Refused]);
+    assert_eq!(cancel(&app, id).await.status(), 200);
+    eventually("the refund raised", async || {
+        refund_attention(&app, id).await.is_some()
+    })
+    .await;
+    let why = refund_attention(&app, id).await.unwrap();
+    assert!(why.contains(REFUSAL), "{why}");
+    let calls = fake.refund_calls();
+    assert_eq!(calls, 1, "asked once, refused once");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(fake.refund_calls(), calls, "no longer sent");
+    assert_eq!(fake.refunds_of(id), 0);
+    assert_eq!(fake.charges_of(id), 1);
+    let text = metrics(&app).await;
+    assert!(
+        text.contains(
+            r#"orders_reconciled_items_total{kind="refund",outcome="needs_attention"} 1"#
+        ),
+        "{text}"
+    );
+}
+
+/// Each kind of item that stays unsettled past `NEEDS_ATTENTION_AFTER_MS`
+/// (a charge whose answer keeps being lost, a refund, a paid order the
+/// kitchen cannot be reached for, a kitchen follow-up whose questions keep
+/// failing) is raised for an operator and no longer retried.
+async fn every_kind_unsettled_past_the_bound_needs_attention(backend: Backend) {
+    let fake = crate::fakes::Fake::start().await;
+    let mut settings = wired(&fake, Some("100"));
+    settings.push(("NEEDS_ATTENTION_AFTER_MS", "400"));
+    let app = crate::helpers::spawn_app_with(backend, &settings).await;
+    let following = app.create_latte().await;
+    let refunding = app.create_latte().await;
+    for id in [following, refunding] {
+        assert_eq!(pay(&app, id).await.status(), 200);
+    }
+    fake.fail_refunds(&[Fault::Unavailable; 10_000]);
+    assert_eq!(cancel(&app, refunding).await.status(), 200);
+    let scheduling = app.create_latte().await;
+    fake.fail_schedules(&[Fault::Unavailable; 10_000]);
+    assert_eq!(pay(&app, scheduling).await.status(), 503);
+    let charging = app.create_latte().await;
+    fake.fail_charges(&[Fault::Reset; 10_000]);
+    assert_eq!(pay(&app, charging).await.status(), 502);
+    fake.fail_status(&[Fault::Unavailable; 10_000]);
+    eventually("every item raised", async || {
+        refund_attention(&app, refunding).await.is_some()
+            && order_attention(&app, scheduling).await.is_some()
+            && order_attention(&app, charging).await.is_some()
+            && order_attention(&app, following).await.is_some()
+    })
+    .await;
+    let text = metrics(&app).await;
+    for kind in ["charge", "refund", "schedule", "kitchen"] {
+        let raised = format!(
+            r#"orders_reconciled_items_total{{kind="{kind}",outcome="needs_attention"}} 1"#
+        );
+        assert!(text.contains(&raised), "{kind}: {text}");
+    }
+    // Nothing is retried any more, and nothing moved meanwhile.
+    let calls = (
+        fake.charge_calls(),
+        fake.refund_calls(),
+        fake.schedule_calls(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let after = (
+        fake.charge_calls(),
+        fake.refund_calls(),
+        fake.schedule_calls(),
+    );
+    assert_eq!(calls, after);
+    assert_eq!(app.status_of(charging).await, "created");
+    assert_eq!(app.status_of(scheduling).await, "paid");
+    assert_eq!(app.status_of(following).await, "progress");
+    assert_eq!(fake.refunds_of(refunding), 0);
+}
+
 both_backends!(
+    a_refund_payments_refuses_needs_attention_at_once,
+    every_kind_unsettled_past_the_bound_needs_attention,
     a_kitchen_refusal_cancels_the_order_and_refunds_it,
     a_kitchen_in_doubt_is_asked_before_any_refund,
     a_kitchen_503_is_never_taken_for_not_sent,

@@ -35,6 +35,8 @@ pub struct DueOrder {
     pub schedule_id: Option<Uuid>,
     /// When the order last changed: how long it has waited.
     pub since: OffsetDateTime,
+    /// When the looks at it started failing in a row, if they do.
+    pub failing_since: Option<OffsetDateTime>,
     pub checks: u32,
 }
 
@@ -89,7 +91,7 @@ macro_rules! due_attempts {
             "id",
             "SELECT d.id FROM orders d JOIN payment_attempts a ON a.order_id = d.id, clock k \
              WHERE a.state IN ('unknown', 'pending') AND a.next_try <= k.now \
-             AND d.status = 'created' \
+             AND d.status = 'created' AND d.attention IS NULL \
              AND (d.claimed_until IS NULL OR d.claimed_until < k.now) ORDER BY a.next_try",
             "id, owner, claimed_until",
             $lock
@@ -105,8 +107,9 @@ macro_rules! due_orders {
             "id",
             "SELECT d.id FROM orders d, clock k \
              WHERE d.status IN ('paid', 'progress') AND d.next_check <= k.now \
+             AND d.attention IS NULL \
              AND (d.claimed_until IS NULL OR d.claimed_until < k.now) ORDER BY d.next_check",
-            "id, owner, status, schedule_id, claimed_until, updated, checks",
+            "id, owner, status, schedule_id, claimed_until, updated, checks, failing_since",
             $lock
         )
     };
@@ -118,7 +121,7 @@ macro_rules! due_refunds {
             "refunds",
             "key",
             "SELECT r.key FROM refunds r, clock k \
-             WHERE r.state <> 'refunded' AND r.next_try <= k.now \
+             WHERE r.state <> 'refunded' AND r.next_try <= k.now AND r.attention IS NULL \
              AND (r.claimed_until IS NULL OR r.claimed_until < k.now) ORDER BY r.next_try",
             "key, payment_id, order_id, created, tries, claimed_until, traceparent",
             $lock
@@ -187,6 +190,7 @@ row!(DueOrderRow {
     claimed_until: Time,
     updated: Time,
     checks: i32,
+    failing_since: Option<Time>,
 });
 
 row!(DueRefundRow {
@@ -272,6 +276,7 @@ impl OrdersRepository {
                     status: rows::status(&row.status)?,
                     schedule_id: row.schedule_id.map(|Id(id)| id),
                     since: row.updated.0,
+                    failing_since: row.failing_since.map(|Time(at)| at),
                     checks: tries(row.checks),
                 })
             })

@@ -21,7 +21,8 @@ const SCHEDULE_SENT: &str = "UPDATE orders SET schedule_sent = TRUE \
 /// `$3`, kept until `$4`; the kitchen is asked how it goes in `$5` ms.
 const ORDER_SCHEDULED: &str = "UPDATE orders SET status = 'progress', schedule_id = $2, \
      updated = (SELECT now FROM clock), claimed_until = $4, \
-     next_check = (SELECT now + CAST($5 AS BIGINT) * ms FROM clock), checks = 0 \
+     next_check = (SELECT now + CAST($5 AS BIGINT) * ms FROM clock), checks = 0, \
+     failing_since = NULL \
      WHERE id = $1 AND status = 'paid' AND claimed_until = $3";
 
 const ORDER_DISPATCHED: &str = "UPDATE orders SET status = 'dispatched', \

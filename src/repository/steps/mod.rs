@@ -9,6 +9,7 @@
 //! lease or state it expects, so a step recorded late, by a holder whose
 //! lease ran out, writes nothing.
 
+mod attention;
 mod cancel;
 mod charge;
 mod due;
@@ -72,6 +73,8 @@ const RELEASE: &str = "UPDATE orders SET claimed_until = NULL WHERE id = $1 AND 
 const DEFER: &str = "UPDATE orders SET claimed_until = NULL, \
      next_check = (SELECT now + CAST($3 AS BIGINT) * ms FROM clock), \
      checks = CASE WHEN $4 = 1 THEN checks + 1 ELSE 0 END, \
+     failing_since = CASE WHEN $4 = 1 THEN COALESCE(failing_since, (SELECT now FROM clock)) \
+         ELSE NULL END, \
      schedule_sent = CASE WHEN $5 = 1 THEN FALSE ELSE schedule_sent END \
      WHERE id = $1 AND claimed_until = $2";
 
