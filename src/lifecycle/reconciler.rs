@@ -22,7 +22,10 @@ use uuid::Uuid;
 use super::charge::Verdict;
 use super::{LifecycleError, OrderLifecycle, millis};
 use crate::domain::OrderStatus;
-use crate::repository::{AttemptState, DueAttempt, DueOrder, DueRefund, RefundOutcome};
+use crate::repository::{
+    AttemptState, Claimed, DueAttempt, DueOrder, DueRefund, RefundOutcome, RepositoryError,
+    Unreadable,
+};
 use crate::trace_context;
 use crate::upstream::{RefundStatus, ScheduleStatus, Service, UpstreamError};
 
@@ -34,9 +37,7 @@ const BATCH: i64 = 25;
 /// hand when it is cancelled is finished, the rest of the batch let go.
 pub async fn run(lifecycle: Arc<OrderLifecycle>, interval: Duration, stop: CancellationToken) {
     loop {
-        if let Err(err) = lifecycle.reconcile_once(&stop).await {
-            tracing::warn!(error = %err, "reconciler pass failed; trying again next interval");
-        }
+        lifecycle.reconcile_once(&stop).await;
         tokio::select! {
             () = stop.cancelled() => break,
             () = tokio::time::sleep(interval) => {}
@@ -88,15 +89,16 @@ fn item_span(kind: &'static str, order_id: Uuid, origin: Option<&str>) -> Span {
 
 impl OrderLifecycle {
     /// One pass over every kind of open item, then the backlog metrics.
-    pub async fn reconcile_once(
-        &self,
-        stop: &CancellationToken,
-    ) -> Result<(), crate::repository::RepositoryError> {
+    /// Each item's failure stays with that item: a claim, a lease or a
+    /// count that fails is logged and counted, and the pass goes on with
+    /// the next item and the next kind.
+    pub async fn reconcile_once(&self, stop: &CancellationToken) {
         // Items of a batch wait behind each other's calls: each lease is
         // renewed just before its item is worked on, and an item whose lease
         // ran out meanwhile is left to whoever holds it now.
         let lease_ms = self.timing.lease_ms();
-        for mut item in self.repo.claim_due_attempts(BATCH, lease_ms).await? {
+        let attempts = self.repo.claim_due_attempts(BATCH, lease_ms).await;
+        for mut item in self.claimed("charge", attempts).await {
             if stop.is_cancelled() {
                 self.release(item.claim.lease).await;
                 continue;
@@ -104,13 +106,18 @@ impl OrderLifecycle {
             let span = item_span("charge", item.claim.lease.order_id, item.origin.as_deref());
             span.record("payment.attempt_key", display(item.claim.key));
             let renewed = self.repo.renew(item.claim.lease, lease_ms);
-            let Some(lease) = renewed.instrument(span.clone()).await? else {
-                continue;
-            };
-            item.claim.lease = lease;
+            match renewed.instrument(span.clone()).await {
+                Ok(Some(lease)) => item.claim.lease = lease,
+                Ok(None) => continue,
+                Err(err) => {
+                    self.reconcile_failed("charge", item.claim.lease.order_id, &err);
+                    continue;
+                }
+            }
             self.settle_attempt(item).instrument(span).await;
         }
-        for mut item in self.repo.claim_due_orders(BATCH, lease_ms).await? {
+        let orders = self.repo.claim_due_orders(BATCH, lease_ms).await;
+        for mut item in self.claimed("kitchen", orders).await {
             if stop.is_cancelled() {
                 self.release(item.lease).await;
                 continue;
@@ -120,13 +127,18 @@ impl OrderLifecycle {
                 span.record("kitchen.schedule_id", display(schedule_id));
             }
             let renewed = self.repo.renew(item.lease, lease_ms);
-            let Some(lease) = renewed.instrument(span.clone()).await? else {
-                continue;
-            };
-            item.lease = lease;
+            match renewed.instrument(span.clone()).await {
+                Ok(Some(lease)) => item.lease = lease,
+                Ok(None) => continue,
+                Err(err) => {
+                    self.reconcile_failed("kitchen", item.lease.order_id, &err);
+                    continue;
+                }
+            }
             self.follow_order(item).instrument(span).await;
         }
-        for item in self.repo.claim_due_refunds(BATCH, lease_ms).await? {
+        let refunds = self.repo.claim_due_refunds(BATCH, lease_ms).await;
+        for item in self.claimed("refund", refunds).await {
             if stop.is_cancelled() {
                 // Its lease expires by itself; refunds have no other holder.
                 continue;
@@ -134,12 +146,75 @@ impl OrderLifecycle {
             let span = item_span("refund", item.order_id, item.origin.as_deref());
             span.record("payment.id", display(item.payment_id));
             let renewed = self.repo.renew_refund(&item, lease_ms);
-            let Some(item) = renewed.instrument(span.clone()).await? else {
-                continue;
+            let item = match renewed.instrument(span.clone()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => continue,
+                Err(err) => {
+                    self.reconcile_failed("refund", item.order_id, &err);
+                    continue;
+                }
             };
             self.deliver_refund(item).instrument(span).await;
         }
-        let backlog = self.repo.backlog().await?;
+        self.count_backlog().await;
+    }
+
+    /// The items a claim of `kind` gave that read. A claim that failed is
+    /// logged and counted (its items are tried at the next pass); an item
+    /// that does not read is raised for an operator, so that it neither
+    /// blocks the others nor stays unseen.
+    async fn claimed<T>(
+        &self,
+        kind: &'static str,
+        claim: Result<Claimed<T>, RepositoryError>,
+    ) -> Vec<T> {
+        let items = match claim {
+            Ok(items) => items,
+            Err(err) => {
+                self.metrics.reconcile_error(kind);
+                tracing::error!(kind, error = %err, "could not claim the items due; trying again next pass");
+                return Vec::new();
+            }
+        };
+        let mut readable = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Ok(item) => readable.push(item),
+                Err(Unreadable { key, error }) => {
+                    self.metrics.reconcile_error(kind);
+                    tracing::error!(kind, key = ?key, %error, "a claimed item does not read");
+                    if let Some(key) = key {
+                        let why = format!("its stored row does not read: {error}");
+                        let item = if kind == "refund" {
+                            OpenItem::Refund { key, order_id: key }
+                        } else {
+                            OpenItem::Order(key)
+                        };
+                        self.needs_attention(kind, item, &why).await;
+                    }
+                }
+            }
+        }
+        readable
+    }
+
+    /// A failure of the reconciler's own about one item: logged, counted;
+    /// the item is tried again once its lease expires.
+    fn reconcile_failed(&self, kind: &'static str, order_id: Uuid, err: &RepositoryError) {
+        self.metrics.reconcile_error(kind);
+        tracing::error!(kind, %order_id, error = %err, "could not work on the item; trying again later");
+    }
+
+    /// The backlog metrics: every kind of open item, and those raised.
+    async fn count_backlog(&self) {
+        let backlog = match self.repo.backlog().await {
+            Ok(backlog) => backlog,
+            Err(err) => {
+                self.metrics.reconcile_error("backlog");
+                tracing::error!(error = %err, "could not count the open items");
+                return;
+            }
+        };
         self.metrics
             .backlog("charge", backlog.open_attempts, backlog.oldest_attempt_secs);
         self.metrics
@@ -149,7 +224,17 @@ impl OrderLifecycle {
             backlog.awaiting_kitchen,
             backlog.oldest_awaiting_kitchen_secs,
         );
-        Ok(())
+        self.metrics.backlog(
+            "kitchen",
+            backlog.kitchen_failing,
+            backlog.oldest_kitchen_failing_secs,
+        );
+        self.metrics.backlog(
+            "needs_attention",
+            backlog.raised,
+            backlog.oldest_raised_secs,
+        );
+        self.metrics.needs_attention(backlog.raised);
     }
 
     /// Warns about an item that failed again, at error level once it is

@@ -245,7 +245,87 @@ async fn every_kind_unsettled_past_the_bound_needs_attention(backend: Backend) {
     assert_eq!(fake.refunds_of(refunding), 0);
 }
 
+/// A reconciler pass with one poisoned item (a paid order whose stored row
+/// does not read) and five healthy ones (three paid orders to schedule, two
+/// refunds owed): the five are settled, the poisoned one is raised for an
+/// operator, and every kind shows in the gauges.
+async fn a_poisoned_item_does_not_stop_the_others(backend: Backend) {
+    let (app, fake) = spawn(backend, None).await;
+    let mut to_schedule = Vec::new();
+    for _ in 0..4 {
+        let id = app.create_latte().await;
+        fake.fail_schedules(&[Fault::Unavailable]);
+        assert_eq!(pay(&app, id).await.status(), 503);
+        to_schedule.push(id);
+    }
+    let poisoned = to_schedule.remove(0);
+    let mut to_refund = Vec::new();
+    for _ in 0..2 {
+        let id = app.create_latte().await;
+        assert_eq!(pay(&app, id).await.status(), 200);
+        assert_eq!(cancel(&app, id).await.status(), 200);
+        to_refund.push(id);
+    }
+    for id in to_schedule.iter().chain([&poisoned]) {
+        due_now(&app, *id).await;
+    }
+    match backend {
+        Backend::Postgres => {
+            on_test_db!(&app.db.url, "UPDATE orders SET updated = 'infinity' WHERE id = $1"; Id(poisoned))
+        }
+        Backend::Sqlite => {
+            on_test_db!(&app.db.url, "UPDATE orders SET updated = 'garbage' WHERE id = $1"; Id(poisoned))
+        }
+    }
+    let reconciling = spawn_on(app.db.share(), &wired(&fake, Some("200"))).await;
+    for id in &to_schedule {
+        crate::faults::reaches(&app, *id, "progress").await;
+        assert_eq!(fake.schedule_of(*id).unwrap().status, "pending");
+    }
+    for id in &to_refund {
+        eventually("the refund", async || fake.refunds_of(*id) == 1).await;
+        money_is_accounted_for(&app, &fake, *id).await;
+    }
+    eventually("the poisoned item raised", async || {
+        order_attention(&app, poisoned).await.is_some()
+    })
+    .await;
+    eventually("the gauges", async || {
+        metrics(&reconciling)
+            .await
+            .contains("orders_needs_attention_items 1")
+    })
+    .await;
+    let text = metrics(&reconciling).await;
+    assert!(
+        text.contains(r#"orders_reconcile_errors_total{kind="kitchen"} 1"#),
+        "{text}"
+    );
+    for kind in ["charge", "refund", "schedule", "kitchen", "needs_attention"] {
+        assert!(
+            text.contains(&format!(r#"orders_open_items{{kind="{kind}"}}"#)),
+            "{kind}: {text}"
+        );
+        assert!(
+            text.contains(&format!(
+                r#"orders_oldest_open_item_age_seconds{{kind="{kind}"}}"#
+            )),
+            "{kind}: {text}"
+        );
+    }
+    assert!(
+        text.contains(r#"orders_open_items{kind="needs_attention"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"orders_open_items{kind="schedule"} 0"#),
+        "{text}"
+    );
+    assert_eq!(app.status_of(poisoned).await, "paid", "left as it was");
+}
+
 both_backends!(
+    a_poisoned_item_does_not_stop_the_others,
     a_refund_payments_refuses_needs_attention_at_once,
     every_kind_unsettled_past_the_bound_needs_attention,
     a_kitchen_refusal_cancels_the_order_and_refunds_it,

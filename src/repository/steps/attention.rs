@@ -12,9 +12,26 @@ use crate::repository::{OrdersRepository, Result, sqlite};
 
 /// Raises the open step of order `$1` (its open charge, its schedule, its
 /// kitchen follow-up) with the reason `$2`, once.
-const RAISE_ORDER: &str = "UPDATE orders SET attention = $2, \
+const RAISE_ORDER: &str = "UPDATE orders SET attention = $2, attention_status = status, \
      attention_since = (SELECT now FROM clock) \
-     WHERE id = $1 AND attention IS NULL";
+     WHERE id = $1 AND (attention IS NULL OR attention_status <> status)";
+
+/// An order whose open step is raised (in SQL, on the row `o`): the raise
+/// lapses once the order moves on from the status it was raised in.
+macro_rules! raised {
+    ($o:literal) => {
+        concat!(
+            "(",
+            $o,
+            ".attention IS NOT NULL AND ",
+            $o,
+            ".attention_status = ",
+            $o,
+            ".status)"
+        )
+    };
+}
+pub(crate) use raised;
 
 /// Raises the unsettled refund `$1` with the reason `$2`, once.
 const RAISE_REFUND: &str = "UPDATE refunds SET attention = $2, \

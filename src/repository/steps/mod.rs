@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 pub use self::cancel::RefundOutcome;
 pub use self::charge::{AttemptState, ChargeClaim};
-pub use self::due::{Backlog, DueAttempt, DueOrder, DueRefund};
+pub use self::due::{Backlog, Claimed, DueAttempt, DueOrder, DueRefund, Unreadable};
 use super::codec::{Id, Time};
 use super::rows::{self, row};
 use super::{Database, RepositoryError, Result, sqlite};
