@@ -84,6 +84,8 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub port: u16,
+    /// The operator's listener.
+    pub ops_addr: std::net::SocketAddr,
     pub request_timeout: Duration,
     /// Longest drain of requests in flight after SIGTERM.
     pub shutdown_timeout: Duration,
@@ -257,6 +259,7 @@ impl Settings {
             },
             server: ServerSettings {
                 port: v.port,
+                ops_addr: v.ops_addr.0,
                 request_timeout,
                 shutdown_timeout: v.shutdown_timeout_ms.0,
                 max_body_bytes: v.max_body_bytes.0 as usize,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::values::{
     AudienceClaim, Bounded, CorsOrigins, DatabaseUrl, HttpUrl, LogFormat, Millis, NonEmpty,
-    OtlpProtocol, Parse, ResourceAttributes, SamplerName, Secs,
+    OtlpProtocol, Parse, ResourceAttributes, SamplerName, Secs, SocketAddress,
 };
 use super::{ConfigError, PerBackend};
 
@@ -92,6 +92,10 @@ variables! {
         => "`postgresql://user:password@host:5432/db` or `sqlite://path`";
     port PORT: u16 = Fallback::Value("8000")
         => "listening port on 0.0.0.0 (`0` picks a free one)";
+    ops_addr OPS_ADDR: SocketAddress = Fallback::Value("127.0.0.1:9000")
+        => "the operator's listener (`/ops/stuck`, `/ops/orders/{id}/retry`, \
+            `/ops/orders/{id}/resolve`); never routed by the Service or the ingress: reach it \
+            with `kubectl port-forward` (port `0` picks a free one)";
     auth_on AUTH_ON: bool = Fallback::Value("false")
         => "require a bearer JWT on `/orders`";
     payments_url PAYMENTS_URL: Option<HttpUrl> = Fallback::Described("unset: pay answers 503")

@@ -199,7 +199,8 @@ fn upstream_detail(service: Service, error: &UpstreamError) -> String {
 
 fn lifecycle_status(err: &LifecycleError) -> StatusCode {
     match err {
-        LifecycleError::NotFound => StatusCode::NOT_FOUND,
+        LifecycleError::NotFound | LifecycleError::NothingOpen => StatusCode::NOT_FOUND,
+        LifecycleError::NothingToResolve(_) => StatusCode::CONFLICT,
         LifecycleError::Refused { .. } | LifecycleError::Busy(_) => StatusCode::CONFLICT,
         LifecycleError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
         LifecycleError::Upstream { error, .. } => upstream_status(error),
@@ -223,6 +224,11 @@ fn lifecycle_status(err: &LifecycleError) -> StatusCode {
 fn lifecycle_detail(err: &LifecycleError) -> String {
     match err {
         LifecycleError::NotFound => "order not found".into(),
+        LifecycleError::NothingOpen => "nothing is open or needs attention for this order".into(),
+        LifecycleError::NothingToResolve(resolution) => format!(
+            "this order has no needs_attention item that {} ends",
+            resolution.as_str()
+        ),
         LifecycleError::Refused { action, status } => format!(
             "cannot {} an order that is {}",
             action.as_str(),

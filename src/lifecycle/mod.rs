@@ -29,12 +29,14 @@
 mod cancel;
 mod charge;
 mod error;
+mod operator;
 pub mod reconciler;
 mod schedule;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::repository::{Resolution, StuckItem};
 pub use charge::Paid;
 pub use error::{Action, Activity, LifecycleError};
 

@@ -257,6 +257,13 @@ impl OrderLifecycle {
             return;
         }
         self.metrics.reconciled(kind, "retry");
+        let noted = match item {
+            OpenItem::Order(id) => self.repo.note_order_error(id, why).await,
+            OpenItem::Refund { key, .. } => self.repo.note_refund_error(key, why).await,
+        };
+        if let Err(err) = noted {
+            tracing::warn!(kind, %id, error = %err, "could not keep the item's last error");
+        }
         if age >= self.timing.alert_after {
             tracing::error!(kind, %id, age_secs, tries, why, "still unsettled");
         } else {

@@ -415,5 +415,5 @@ mod steps;
 
 pub use steps::{
     AttemptState, Backlog, ChargeClaim, Claimed, DueAttempt, DueOrder, DueRefund, Lease,
-    LifecycleState, RefundOutcome, Unreadable,
+    LifecycleState, RefundOutcome, Resolution, StuckItem, Unreadable,
 };

@@ -80,7 +80,7 @@ async fn a_kitchen_503_is_never_taken_for_not_sent(backend: Backend) {
 }
 
 /// One text column of one row, read from the test's database directly.
-async fn text_of(app: &TestApp, sql: &'static str, id: Uuid) -> Option<String> {
+pub(crate) async fn text_of(app: &TestApp, sql: &'static str, id: Uuid) -> Option<String> {
     match DatabaseUrl::parse(&app.db.url).unwrap() {
         DatabaseUrl::Postgres(options) => {
             let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();

@@ -333,6 +333,7 @@ impl Process {
             .envs(wired(fake, Some(reconcile_ms)))
             .env("DB_URL", db_url)
             .env("PORT", "0")
+            .env("OPS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)

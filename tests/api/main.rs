@@ -17,6 +17,7 @@ mod lifecycle;
 mod metrics;
 mod migrate;
 mod openapi;
+mod operator;
 mod orders_create;
 mod orders_list;
 mod orders_read;

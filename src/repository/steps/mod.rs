@@ -14,6 +14,7 @@ mod cancel;
 mod charge;
 mod due;
 mod kitchen;
+mod operator;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 pub use self::cancel::RefundOutcome;
 pub use self::charge::{AttemptState, ChargeClaim};
 pub use self::due::{Backlog, Claimed, DueAttempt, DueOrder, DueRefund, Unreadable};
+pub use self::operator::{Resolution, StuckItem};
 use super::codec::{Id, Time};
 use super::rows::{self, row};
 use super::{Database, RepositoryError, Result, sqlite};
