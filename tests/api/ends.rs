@@ -332,3 +332,48 @@ both_backends!(
     a_kitchen_in_doubt_is_asked_before_any_refund,
     a_kitchen_503_is_never_taken_for_not_sent,
 );
+
+/// SQLite has one writer at a time: concurrent pays and cancels (each a
+/// read then a write in one transaction) wait for each other instead of
+/// failing with "database is locked". No answer is a 5xx, and every charge
+/// is accounted for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pays_and_cancels_on_sqlite_never_answer_5xx() {
+    let (app, fake) = spawn(Backend::Sqlite, None).await;
+    let app = std::sync::Arc::new(app);
+    let mut orders = Vec::new();
+    for _ in 0..24 {
+        orders.push(app.create_latte().await);
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for (n, id) in orders.iter().copied().enumerate() {
+        for action in ["pay", "cancel", "pay"] {
+            let app = app.clone();
+            calls.spawn(async move {
+                if n % 2 == 0 && action == "cancel" {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                let status = app
+                    .post(&format!("/orders/{id}/{action}"))
+                    .await
+                    .status()
+                    .as_u16();
+                (id, action, status)
+            });
+        }
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = calls.join_next().await {
+        answers.push(answer.unwrap());
+    }
+    let failed: Vec<_> = answers.iter().filter(|(_, _, s)| *s >= 500).collect();
+    assert!(failed.is_empty(), "5xx answers: {failed:?}");
+    let _reconciling = spawn_on(app.db.share(), &wired(&fake, Some("100"))).await;
+    for id in orders {
+        let status = app.status_of(id).await;
+        if status == "cancelled" && fake.charges_of(id) == 1 {
+            eventually("the refund", async || fake.refunds_of(id) == 1).await;
+        }
+        money_is_accounted_for(&app, &fake, id).await;
+    }
+}
