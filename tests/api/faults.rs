@@ -140,7 +140,8 @@ async fn a_lost_charge_answer_is_settled_by_the_reconciler_alone(backend: Backen
 
 /// Straight after a lost answer, the customer cancels, deletes or changes
 /// the order: the open attempt is settled first, so the money is never
-/// taken without an order or a refund that accounts for it.
+/// taken without an order or a refund that accounts for it, and an order
+/// the customer asked to delete or change is never made.
 async fn a_lost_charge_answer_then_cancel_delete_or_replace_keeps_the_money_accounted_for(
     backend: Backend,
 ) {
@@ -164,11 +165,22 @@ async fn a_lost_charge_answer_then_cancel_delete_or_replace_keeps_the_money_acco
                     assert_eq!(app.status_of(id).await, "cancelled", "{case}");
                     eventually(&case, async || fake.refunds_of(id) == 1).await;
                 }
-                // The charge went through: the order is paid, so it can be
-                // neither deleted nor changed; the reconciler schedules it.
+                // The charge went through while the customer asked to delete
+                // the order: it is refunded, never made, and deleted.
+                "delete" => {
+                    assert_eq!(status, 204, "{case}");
+                    eventually(&case, async || fake.refunds_of(id) == 1).await;
+                    assert!(fake.schedule_of(id).is_none(), "{case}: never made");
+                    assert_eq!(fake.charges_of(id), 1, "{case}");
+                    continue;
+                }
+                // ... or to change it: the charge (for the old items) is
+                // refunded, never made; the order is cancelled, and says so.
                 _ => {
                     assert_eq!(status, 409, "{case}");
-                    reaches(&app, id, "progress").await;
+                    assert_eq!(app.status_of(id).await, "cancelled", "{case}");
+                    eventually(&case, async || fake.refunds_of(id) == 1).await;
+                    assert!(fake.schedule_of(id).is_none(), "{case}: never made");
                 }
             }
             money_is_accounted_for(&app, &fake, id).await;
@@ -196,25 +208,21 @@ async fn a_pending_payment_answers_202_and_is_settled_and_scheduled_in_the_backg
     assert!(fake.charge_calls() >= 3, "asked until it settled");
 }
 
-/// A `paid` order no schedule request reached is cancelled directly, its
-/// refund owed in the same transaction; the refund is delivered once,
-/// under one key, although its first two calls fail after the money moved.
+/// A charge whose answer was lost, then a delete: the delete settles the
+/// open attempt first, and the charge that went through is owed back with
+/// the cancellation (never scheduled); the refund outlives the order and is
+/// delivered once, under one key, although its first two calls fail after
+/// the money moved.
 async fn a_paid_order_is_refunded_exactly_once_even_when_refunds_fail_first(backend: Backend) {
     let (app, fake) = spawn(backend, None).await;
     let id = app.create_latte().await;
     fake.fail_charges(&[Fault::Reset]);
     assert_eq!(pay(&app, id).await.status(), 502);
-    // The refused delete settles the open attempt: charged, so `paid`.
-    assert_eq!(app.delete(&format!("/orders/{id}")).await.status(), 409);
-    assert_eq!(app.status_of(id).await, "paid");
-    assert_eq!(cancel(&app, id).await.status(), 200);
-    assert_eq!(app.status_of(id).await, "cancelled");
+    assert_eq!(app.delete(&format!("/orders/{id}")).await.status(), 204);
     assert!(
         fake.schedule_of(id).is_none(),
         "the kitchen never heard of it"
     );
-    // The refund owed outlives the order.
-    assert_eq!(app.delete(&format!("/orders/{id}")).await.status(), 204);
     fake.fail_refunds(&[Fault::ServerError, Fault::Reset]);
     let _reconciling = spawn_on(app.db.share(), &wired(&fake, Some("200"))).await;
     eventually("three refund calls", async || fake.refund_calls() >= 3).await;
