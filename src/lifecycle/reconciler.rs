@@ -4,11 +4,13 @@
 //! `dispatched` (or to `cancelled`, when the kitchen cancels by itself).
 //!
 //! Each item is claimed in the database with a lease in database time (on
-//! PostgreSQL with `FOR UPDATE SKIP LOCKED`), so two replicas never make the
-//! same call at once; each has its own backoff, stored with it. Nothing is
-//! ever dropped: an item that stays open is tried again, logged at error
-//! level once it is older than the alert age, and counted with its age in
-//! `/metrics`.
+//! PostgreSQL with `FOR UPDATE SKIP LOCKED`), one at a time and just before
+//! its calls, so two replicas never make the same call at once and no order
+//! waits under a lease behind another's calls; each has its own backoff,
+//! stored with it. Nothing is ever dropped: an item that stays open is tried
+//! again, logged at error level once it is older than the alert age, raised
+//! for an operator past `NEEDS_ATTENTION_AFTER_MS`, and counted with its age
+//! in `/metrics`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,9 +31,9 @@ use crate::repository::{
 use crate::trace_context;
 use crate::upstream::{RefundStatus, ScheduleStatus, Service, UpstreamError};
 
-/// Items of each kind claimed per pass: enough to drain a backlog quickly,
-/// few enough that a pass ends well within a lease.
-const BATCH: i64 = 25;
+/// Items of each kind worked on per pass, one claimed at a time: enough to
+/// drain a backlog quickly, few enough that a pass ends soon after.
+const BATCH: usize = 25;
 
 /// Runs passes every `interval` until `stop` is cancelled; the item in
 /// hand when it is cancelled is finished, the rest of the batch let go.
@@ -93,68 +95,66 @@ impl OrderLifecycle {
     /// count that fails is logged and counted, and the pass goes on with
     /// the next item and the next kind.
     pub async fn reconcile_once(&self, stop: &CancellationToken) {
-        // Items of a batch wait behind each other's calls: each lease is
-        // renewed just before its item is worked on, and an item whose lease
-        // ran out meanwhile is left to whoever holds it now.
+        // One item at a time: each is claimed (its lease taken) just before
+        // it is worked on and given back right after, so no order waits
+        // under a lease behind other orders' calls, and a client's pay or
+        // cancel of it is not refused meanwhile.
         let lease_ms = self.timing.lease_ms();
-        let attempts = self.repo.claim_due_attempts(BATCH, lease_ms).await;
-        for mut item in self.claimed("charge", attempts).await {
+        for _ in 0..BATCH {
             if stop.is_cancelled() {
-                self.release(item.claim.lease).await;
-                continue;
+                break;
             }
-            let span = item_span("charge", item.claim.lease.order_id, item.origin.as_deref());
-            span.record("payment.attempt_key", display(item.claim.key));
-            let renewed = self.repo.renew(item.claim.lease, lease_ms);
-            match renewed.instrument(span.clone()).await {
-                Ok(Some(lease)) => item.claim.lease = lease,
-                Ok(None) => continue,
-                Err(err) => {
-                    self.reconcile_failed("charge", item.claim.lease.order_id, &err);
-                    continue;
-                }
+            let claim = self.repo.claim_due_attempts(1, lease_ms).await;
+            if claim.as_ref().is_ok_and(Vec::is_empty) {
+                break;
             }
-            self.settle_attempt(item).instrument(span).await;
+            let failed = claim.is_err();
+            for item in self.claimed("charge", claim).await {
+                let span = item_span("charge", item.claim.lease.order_id, item.origin.as_deref());
+                span.record("payment.attempt_key", display(item.claim.key));
+                self.settle_attempt(item).instrument(span).await;
+            }
+            if failed {
+                break;
+            }
         }
-        let orders = self.repo.claim_due_orders(BATCH, lease_ms).await;
-        for mut item in self.claimed("kitchen", orders).await {
+        for _ in 0..BATCH {
             if stop.is_cancelled() {
-                self.release(item.lease).await;
-                continue;
+                break;
             }
-            let span = item_span("kitchen", item.lease.order_id, None);
-            if let Some(schedule_id) = item.schedule_id {
-                span.record("kitchen.schedule_id", display(schedule_id));
+            let claim = self.repo.claim_due_orders(1, lease_ms).await;
+            if claim.as_ref().is_ok_and(Vec::is_empty) {
+                break;
             }
-            let renewed = self.repo.renew(item.lease, lease_ms);
-            match renewed.instrument(span.clone()).await {
-                Ok(Some(lease)) => item.lease = lease,
-                Ok(None) => continue,
-                Err(err) => {
-                    self.reconcile_failed("kitchen", item.lease.order_id, &err);
-                    continue;
+            let failed = claim.is_err();
+            for item in self.claimed("kitchen", claim).await {
+                let span = item_span("kitchen", item.lease.order_id, None);
+                if let Some(schedule_id) = item.schedule_id {
+                    span.record("kitchen.schedule_id", display(schedule_id));
                 }
+                self.follow_order(item).instrument(span).await;
             }
-            self.follow_order(item).instrument(span).await;
+            if failed {
+                break;
+            }
         }
-        let refunds = self.repo.claim_due_refunds(BATCH, lease_ms).await;
-        for item in self.claimed("refund", refunds).await {
+        for _ in 0..BATCH {
             if stop.is_cancelled() {
-                // Its lease expires by itself; refunds have no other holder.
-                continue;
+                break;
             }
-            let span = item_span("refund", item.order_id, item.origin.as_deref());
-            span.record("payment.id", display(item.payment_id));
-            let renewed = self.repo.renew_refund(&item, lease_ms);
-            let item = match renewed.instrument(span.clone()).await {
-                Ok(Some(item)) => item,
-                Ok(None) => continue,
-                Err(err) => {
-                    self.reconcile_failed("refund", item.order_id, &err);
-                    continue;
-                }
-            };
-            self.deliver_refund(item).instrument(span).await;
+            let claim = self.repo.claim_due_refunds(1, lease_ms).await;
+            if claim.as_ref().is_ok_and(Vec::is_empty) {
+                break;
+            }
+            let failed = claim.is_err();
+            for item in self.claimed("refund", claim).await {
+                let span = item_span("refund", item.order_id, item.origin.as_deref());
+                span.record("payment.id", display(item.payment_id));
+                self.deliver_refund(item).instrument(span).await;
+            }
+            if failed {
+                break;
+            }
         }
         self.count_backlog().await;
     }
@@ -196,13 +196,6 @@ impl OrderLifecycle {
             }
         }
         readable
-    }
-
-    /// A failure of the reconciler's own about one item: logged, counted;
-    /// the item is tried again once its lease expires.
-    fn reconcile_failed(&self, kind: &'static str, order_id: Uuid, err: &RepositoryError) {
-        self.metrics.reconcile_error(kind);
-        tracing::error!(kind, %order_id, error = %err, "could not work on the item; trying again later");
     }
 
     /// The backlog metrics: every kind of open item, and those raised.

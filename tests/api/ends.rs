@@ -325,6 +325,7 @@ async fn a_poisoned_item_does_not_stop_the_others(backend: Backend) {
 }
 
 both_backends!(
+    the_reconciler_leases_one_item_at_a_time,
     a_poisoned_item_does_not_stop_the_others,
     a_refund_payments_refuses_needs_attention_at_once,
     every_kind_unsettled_past_the_bound_needs_attention,
@@ -376,4 +377,32 @@ async fn concurrent_pays_and_cancels_on_sqlite_never_answer_5xx() {
         }
         money_is_accounted_for(&app, &fake, id).await;
     }
+}
+
+/// The reconciler takes one item's lease at a time, for as long as its
+/// calls: while it works through a backlog of slow schedules, a customer
+/// cancelling one of the orders further down is not told "another request
+/// is cancelling".
+async fn the_reconciler_leases_one_item_at_a_time(backend: Backend) {
+    let (app, fake) = spawn(backend, None).await;
+    let mut orders = Vec::new();
+    for _ in 0..6 {
+        let id = app.create_latte().await;
+        fake.fail_schedules(&[Fault::Unavailable]);
+        assert_eq!(pay(&app, id).await.status(), 503);
+        due_now(&app, id).await;
+        orders.push(id);
+    }
+    fake.fail_schedules(&[Fault::Delayed; 7]);
+    let _reconciling = spawn_on(app.db.share(), &wired(&fake, Some("100"))).await;
+    eventually("the reconciler at work", async || fake.schedule_calls() > 6).await;
+    let last = *orders.last().unwrap();
+    let answer = cancel(&app, last).await;
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    assert_eq!(fake.schedule_of(last).unwrap().status, "cancelled");
+    for id in &orders[..5] {
+        crate::faults::reaches(&app, *id, "progress").await;
+    }
+    eventually("the refund", async || fake.refunds_of(last) == 1).await;
+    money_is_accounted_for(&app, &fake, last).await;
 }
