@@ -46,6 +46,12 @@ impl OrderLifecycle {
     pub async fn pay(&self, owner: &str, id: OrderId) -> Result<Paid> {
         let state = self.repo.lifecycle_state(owner, id).await?;
         let step = state.status.payment_step();
+        if step == PaymentStep::Refused && state.charged && state.status != OrderStatus::Cancelled {
+            // A retry of a pay whose charge went through (settled and
+            // scheduled since, by the reconciler or another request): the
+            // pay did happen, so it is answered as done.
+            return Ok(Paid::Scheduled(self.repo.get(owner, id).await?));
+        }
         if step == PaymentStep::Refused {
             return Err(LifecycleError::Refused {
                 action: Action::Pay,

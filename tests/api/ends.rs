@@ -325,6 +325,7 @@ async fn a_poisoned_item_does_not_stop_the_others(backend: Backend) {
 }
 
 both_backends!(
+    a_retried_pay_after_the_reconciler_settled_it_answers_200,
     the_reconciler_leases_one_item_at_a_time,
     a_poisoned_item_does_not_stop_the_others,
     a_refund_payments_refuses_needs_attention_at_once,
@@ -405,4 +406,28 @@ async fn the_reconciler_leases_one_item_at_a_time(backend: Backend) {
     }
     eventually("the refund", async || fake.refunds_of(last) == 1).await;
     money_is_accounted_for(&app, &fake, last).await;
+}
+
+/// A pay whose answer was lost, settled and scheduled since by the
+/// reconciler: the customer's retry of the pay is answered 200 with the
+/// order, not 409, and nothing is charged or scheduled again.
+async fn a_retried_pay_after_the_reconciler_settled_it_answers_200(backend: Backend) {
+    let (app, fake) = spawn(backend, None).await;
+    let id = app.create_latte().await;
+    fake.fail_charges(&[Fault::Reset]);
+    assert_detail(pay(&app, id).await, 502).await;
+    on_test_db!(&app.db.url, "UPDATE payment_attempts SET next_try = created WHERE order_id = $1"; Id(id));
+    let _reconciling = spawn_on(app.db.share(), &wired(&fake, Some("100"))).await;
+    crate::faults::reaches(&app, id, "progress").await;
+    let retried = pay(&app, id).await;
+    assert_eq!(retried.status(), 200);
+    let order: serde_json::Value = retried.json().await.unwrap();
+    assert_eq!(order["status"], "progress");
+    assert_eq!(fake.charges_of(id), 1);
+    assert_eq!(fake.charge_keys_of(id), 1);
+    assert_eq!(fake.schedule_calls(), 1);
+    // An order nobody paid for is still refused.
+    let unpaid = app.create_latte().await;
+    assert_eq!(cancel(&app, unpaid).await.status(), 200);
+    assert_detail(pay(&app, unpaid).await, 409).await;
 }

@@ -49,11 +49,13 @@ pub struct LifecycleState {
     pub schedule_sent: bool,
     /// The state of the payment attempt whose outcome is open, if any.
     pub open_attempt: Option<AttemptState>,
+    /// A charge of the order went through.
+    pub charged: bool,
 }
 
 /// What the lifecycle needs to decide its next step.
 const LIFECYCLE_STATE: &str = "SELECT o.status, o.claimed_until > k.now AS busy, o.schedule_id, \
-     o.schedule_sent, \
+     o.schedule_sent, o.payment_id IS NOT NULL AS charged, \
      (SELECT a.state FROM payment_attempts a \
          WHERE a.order_id = o.id AND a.state IN ('unknown', 'pending')) AS open_attempt \
      FROM orders o, clock k WHERE o.id = $1 AND o.owner = $2";
@@ -92,6 +94,7 @@ row!(StateRow {
     busy: Option<bool>,
     schedule_id: Option<Id>,
     schedule_sent: bool,
+    charged: bool,
     open_attempt: Option<String>,
 });
 
@@ -129,6 +132,7 @@ impl super::OrdersRepository {
             busy: row.busy == Some(true),
             schedule_id: row.schedule_id.map(|Id(id)| id),
             schedule_sent: row.schedule_sent,
+            charged: row.charged,
             open_attempt: row
                 .open_attempt
                 .as_deref()
