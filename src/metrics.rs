@@ -42,8 +42,9 @@ struct PoolLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
-    /// `charge`, `refund` or `schedule` (orders paid, not yet accepted by
-    /// the kitchen).
+    /// `charge`, `refund`, `schedule` (orders paid, not yet accepted by
+    /// the kitchen), `kitchen` (orders being made whose follow-up fails) or
+    /// `needs_attention` (raised for an operator, of any kind).
     kind: String,
 }
 
@@ -103,6 +104,8 @@ pub struct Metrics {
     open_items: Family<KindLabels, Gauge>,
     oldest_open_item: Family<KindLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     reconciled: Family<ReconciledLabels, Counter>,
+    needs_attention: Gauge,
+    reconcile_errors: Family<KindLabels, Counter>,
 }
 
 /// 0.5 ms to ~16 s: covers a cached read and a slow upstream call.
@@ -129,10 +132,25 @@ impl Metrics {
         let oldest_open_item =
             Family::<KindLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let reconciled = Family::<ReconciledLabels, Counter>::default();
+        let needs_attention = Gauge::default();
+        let reconcile_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "needs_attention_items",
+            "Items no longer retried that wait for an operator (GET /ops/stuck on the \
+             operator's listener lists them)",
+            needs_attention.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failures of the reconciler itself (a claim, a lease, a count, an unreadable \
+             item), by kind; each stays with its item and the pass goes on",
+            reconcile_errors.clone(),
+        );
         registry.register(
             "open_items",
             "Money and work not settled yet: charges whose outcome is open, refunds owed, \
-             orders paid but not accepted by the kitchen",
+             orders paid but not accepted by the kitchen, kitchen follow-ups failing, and \
+             items raised for an operator (needs_attention)",
             open_items.clone(),
         );
         registry.register(
@@ -186,7 +204,22 @@ impl Metrics {
             open_items,
             oldest_open_item,
             reconciled,
+            needs_attention,
+            reconcile_errors,
         }
+    }
+
+    /// Items waiting for an operator, as the reconciler last counted them.
+    pub fn needs_attention(&self, count: i64) {
+        self.needs_attention.set(count);
+    }
+
+    /// A failure of the reconciler's own, with the item kind it concerns.
+    pub fn reconcile_error(&self, kind: &str) {
+        let labels = KindLabels {
+            kind: kind.to_owned(),
+        };
+        self.reconcile_errors.get_or_create(&labels).inc();
     }
 
     /// What is still open of `kind`, as the reconciler last counted it.

@@ -31,12 +31,21 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen on OPS_ADDR {addr}: {source}")]
+    BindOps {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A bound, not yet serving, instance of the service.
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// The operator's listener and router (`OPS_ADDR`).
+    ops_listener: TcpListener,
+    ops_router: Router,
     state: AppState,
     settings: Settings,
 }
@@ -57,6 +66,11 @@ impl Application {
         let listener = TcpListener::bind(("0.0.0.0", port))
             .await
             .map_err(|source| StartupError::Bind { port, source })?;
+        let addr = settings.server.ops_addr;
+        let ops_listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::BindOps { addr, source })?;
+        let ops_router = crate::http::ops::router(state.clone());
         tracing::info!(
             database = %url.redacted(),
             auth = settings.auth.is_some(),
@@ -65,6 +79,8 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            ops_listener,
+            ops_router,
             state,
             settings,
         })
@@ -78,6 +94,13 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.local_addr().port()
+    }
+
+    /// Where the operator's listener is bound.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> &AppState {
@@ -114,6 +137,16 @@ impl Application {
             self.settings.reconciler.interval,
             stop_reconciling.clone(),
         ));
+        let ops = {
+            let stop = stop_reconciling.clone();
+            let server = axum::serve(self.ops_listener, self.ops_router)
+                .with_graceful_shutdown(async move { stop.cancelled().await });
+            tokio::spawn(async move {
+                if let Err(err) = server.await {
+                    tracing::error!(error = %err, "the operator's listener failed");
+                }
+            })
+        };
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
         let deadline = self.settings.server.shutdown_timeout;
         let drain_timer = {
@@ -155,6 +188,7 @@ impl Application {
         }
         purge.abort();
         reap.abort();
+        ops.abort();
         self.state.repo.database().close().await;
         tracing::info!("stopped");
         // The spans of the drain go out last, in what is left of the deadline.
@@ -238,6 +272,7 @@ fn timing(settings: &Settings) -> Timing {
         backoff_max: reconciler.backoff_max,
         kitchen_poll: reconciler.kitchen_poll,
         alert_after: reconciler.alert_after,
+        needs_attention_after: reconciler.needs_attention_after,
     }
 }
 

@@ -69,6 +69,8 @@ pub struct ReconcilerSettings {
     pub kitchen_poll: Duration,
     pub backoff_max: Duration,
     pub alert_after: Duration,
+    /// Age past which an unsettled item waits for an operator.
+    pub needs_attention_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +84,8 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub port: u16,
+    /// The operator's listener.
+    pub ops_addr: std::net::SocketAddr,
     pub request_timeout: Duration,
     /// Longest drain of requests in flight after SIGTERM.
     pub shutdown_timeout: Duration,
@@ -255,6 +259,7 @@ impl Settings {
             },
             server: ServerSettings {
                 port: v.port,
+                ops_addr: v.ops_addr.0,
                 request_timeout,
                 shutdown_timeout: v.shutdown_timeout_ms.0,
                 max_body_bytes: v.max_body_bytes.0 as usize,
@@ -289,6 +294,7 @@ impl Settings {
                 kitchen_poll: v.kitchen_poll_ms.0,
                 backoff_max: v.reconcile_backoff_max_ms.0,
                 alert_after: v.reconcile_alert_after_ms.0,
+                needs_attention_after: v.needs_attention_after_ms.0,
             },
         })
     }

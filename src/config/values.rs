@@ -90,6 +90,18 @@ impl Parse for HttpUrl {
     }
 }
 
+/// An address and port to listen on (`127.0.0.1:9000`, `[::1]:9000`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketAddress(pub std::net::SocketAddr);
+
+impl Parse for SocketAddress {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.trim().parse().map(Self).map_err(|_| {
+            format!("must be an address and port such as 127.0.0.1:9000, not {text:?}")
+        })
+    }
+}
+
 /// Text that is not blank, trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NonEmpty(pub String);

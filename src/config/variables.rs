@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::values::{
     AudienceClaim, Bounded, CorsOrigins, DatabaseUrl, HttpUrl, LogFormat, Millis, NonEmpty,
-    OtlpProtocol, Parse, ResourceAttributes, SamplerName, Secs,
+    OtlpProtocol, Parse, ResourceAttributes, SamplerName, Secs, SocketAddress,
 };
 use super::{ConfigError, PerBackend};
 
@@ -92,6 +92,10 @@ variables! {
         => "`postgresql://user:password@host:5432/db` or `sqlite://path`";
     port PORT: u16 = Fallback::Value("8000")
         => "listening port on 0.0.0.0 (`0` picks a free one)";
+    ops_addr OPS_ADDR: SocketAddress = Fallback::Value("127.0.0.1:9000")
+        => "the operator's listener (`/ops/stuck`, `/ops/orders/{id}/retry`, \
+            `/ops/orders/{id}/resolve`); never routed by the Service or the ingress: reach it \
+            with `kubectl port-forward` (port `0` picks a free one)";
     auth_on AUTH_ON: bool = Fallback::Value("false")
         => "require a bearer JWT on `/orders`";
     payments_url PAYMENTS_URL: Option<HttpUrl> = Fallback::Described("unset: pay answers 503")
@@ -131,6 +135,10 @@ variables! {
     reconcile_alert_after_ms RECONCILE_ALERT_AFTER_MS: Millis<1_000, 2_592_000_000> = Fallback::Value("900000")
         => "age past which an unsettled charge, refund or kitchen step is logged at error \
             level each time it is tried (it is never dropped)";
+    needs_attention_after_ms NEEDS_ATTENTION_AFTER_MS: Millis<100, 2_592_000_000> = Fallback::Value("3600000")
+        => "age past which an unsettled charge, refund, schedule or kitchen follow-up stops \
+            being retried and becomes `needs_attention`, for an operator to end (a refund \
+            payments refuses becomes so at once)";
     cors_allowed_origins CORS_ALLOWED_ORIGINS: Option<CorsOrigins> = Fallback::Described("any")
         => "comma-separated allowed origins; unset or `*` is any origin, without credentials";
     idempotency_key_ttl_secs IDEMPOTENCY_KEY_TTL_SECS: Secs<1, 2_592_000> = Fallback::Value("86400")

@@ -267,7 +267,8 @@ mod tests {
                 "order_items",
                 "idempotency_keys",
                 "payment_attempts",
-                "refunds"
+                "refunds",
+                "resolutions"
             ]
         );
         let later = Migration::unapplied(

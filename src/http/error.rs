@@ -169,7 +169,9 @@ fn upstream_status(error: &UpstreamError) -> StatusCode {
     match error {
         UpstreamError::NotSent(_) | UpstreamError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        UpstreamError::Lost(_) | UpstreamError::BadResponse(_) => StatusCode::BAD_GATEWAY,
+        UpstreamError::Lost(_) | UpstreamError::BadResponse(_) | UpstreamError::Refused { .. } => {
+            StatusCode::BAD_GATEWAY
+        }
     }
 }
 
@@ -189,12 +191,16 @@ fn upstream_detail(service: Service, error: &UpstreamError) -> String {
         UpstreamError::BadResponse(reason) => {
             format!("the {name} service gave an unexpected answer: {reason}")
         }
+        UpstreamError::Refused { status, reason } => {
+            format!("the {name} service refused ({status}): {reason}")
+        }
     }
 }
 
 fn lifecycle_status(err: &LifecycleError) -> StatusCode {
     match err {
-        LifecycleError::NotFound => StatusCode::NOT_FOUND,
+        LifecycleError::NotFound | LifecycleError::NothingOpen => StatusCode::NOT_FOUND,
+        LifecycleError::NothingToResolve(_) => StatusCode::CONFLICT,
         LifecycleError::Refused { .. } | LifecycleError::Busy(_) => StatusCode::CONFLICT,
         LifecycleError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
         LifecycleError::Upstream { error, .. } => upstream_status(error),
@@ -208,9 +214,9 @@ fn lifecycle_status(err: &LifecycleError) -> StatusCode {
             _ => StatusCode::BAD_GATEWAY,
         },
         LifecycleError::Declined { .. } => StatusCode::PAYMENT_REQUIRED,
-        LifecycleError::PaymentUnsettled { .. } | LifecycleError::KitchenRefused => {
-            StatusCode::CONFLICT
-        }
+        LifecycleError::PaymentUnsettled { .. }
+        | LifecycleError::KitchenRefused
+        | LifecycleError::KitchenRejected { .. } => StatusCode::CONFLICT,
         LifecycleError::Storage(err) => storage_status(err),
     }
 }
@@ -218,6 +224,11 @@ fn lifecycle_status(err: &LifecycleError) -> StatusCode {
 fn lifecycle_detail(err: &LifecycleError) -> String {
     match err {
         LifecycleError::NotFound => "order not found".into(),
+        LifecycleError::NothingOpen => "nothing is open or needs attention for this order".into(),
+        LifecycleError::NothingToResolve(resolution) => format!(
+            "this order has no needs_attention item that {} ends",
+            resolution.as_str()
+        ),
         LifecycleError::Refused { action, status } => format!(
             "cannot {} an order that is {}",
             action.as_str(),
@@ -254,6 +265,10 @@ fn lifecycle_detail(err: &LifecycleError) -> String {
         LifecycleError::KitchenRefused => {
             "the kitchen can no longer cancel this order: it is being made".into()
         }
+        LifecycleError::KitchenRejected { reason } => format!(
+            "the kitchen refused to make this order ({reason}); it is cancelled and its \
+             charge is refunded"
+        ),
         LifecycleError::Storage(err) => storage_detail(err),
     }
 }
@@ -448,6 +463,14 @@ mod tests {
                 LifecycleError::KitchenRefused.into(),
                 409,
                 "kitchen can no longer cancel",
+            ),
+            (
+                LifecycleError::KitchenRejected {
+                    reason: "no oat milk".into(),
+                }
+                .into(),
+                409,
+                "refused to make this order (no oat milk)",
             ),
             (
                 RepositoryError::PaymentUnsettled.into(),

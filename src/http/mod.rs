@@ -9,6 +9,7 @@ pub mod fallback;
 pub mod health;
 pub mod identity;
 pub mod metrics;
+pub mod ops;
 pub mod orders;
 pub mod state;
 pub mod validation;

@@ -112,10 +112,13 @@ impl OrderLifecycle {
             (OrderStatus::Paid, _) => {
                 match self
                     .send_schedule(kitchen, owner, lease, Some(lease_ms), 0)
-                    .await?
+                    .await
                 {
-                    Some(kept) => lease = kept,
-                    None => return Ok(false),
+                    Ok(Some(kept)) => lease = kept,
+                    Ok(None) => return Ok(false),
+                    // The kitchen will not make it: the order is cancelled.
+                    Err(LifecycleError::KitchenRejected { .. }) => return Ok(true),
+                    Err(err) => return Err(err),
                 }
                 match self.repo.lifecycle_state(owner, id).await?.schedule_id {
                     Some(schedule_id) => schedule_id,

@@ -46,6 +46,12 @@ impl OrderLifecycle {
     pub async fn pay(&self, owner: &str, id: OrderId) -> Result<Paid> {
         let state = self.repo.lifecycle_state(owner, id).await?;
         let step = state.status.payment_step();
+        if step == PaymentStep::Refused && state.charged && state.status != OrderStatus::Cancelled {
+            // A retry of a pay whose charge went through (settled and
+            // scheduled since, by the reconciler or another request): the
+            // pay did happen, so it is answered as done.
+            return Ok(Paid::Scheduled(self.repo.get(owner, id).await?));
+        }
         if step == PaymentStep::Refused {
             return Err(LifecycleError::Refused {
                 action: Action::Pay,
@@ -193,9 +199,11 @@ impl OrderLifecycle {
         LifecycleError::ChargeUnknown { error }
     }
 
-    /// Asks payments again about the order's open attempt. `Ok` once it is
-    /// settled (a charge that went through makes the order `paid`, which
-    /// the reconciler then schedules); an error says why it is still open.
+    /// Asks payments again about the order's open attempt, for a delete or
+    /// a replace. `Ok` once it is settled; a charge that went through is
+    /// not made into a paid order (the customer asked to delete or change
+    /// it): the order is cancelled with the refund owed, and is never
+    /// scheduled. An error says why it is still open.
     pub(super) async fn settle_open_attempt(&self, owner: &str, id: OrderId) -> Result<()> {
         let payments = self.payments()?;
         let lease_ms = self.timing.lease_ms();
@@ -204,7 +212,22 @@ impl OrderLifecycle {
         };
         match self.ask_payments(payments, &claim).await {
             Verdict::Paid(payment_id) => {
-                self.repo.record_paid(claim, payment_id, None).await?;
+                let settled = (claim.key, AttemptState::Paid, payment_id);
+                let cancelled = self
+                    .repo
+                    .cancel_held(
+                        claim.lease,
+                        OrderStatus::Created,
+                        Some(settled),
+                        Uuid::new_v4(),
+                    )
+                    .await?;
+                if !cancelled {
+                    return Err(LifecycleError::Busy(Some(Activity::Paying)));
+                }
+                tracing::warn!(order_id = %id, %payment_id,
+                    "the charge went through while the order was being deleted or changed; \
+                     it is cancelled and its refund owed");
                 Ok(())
             }
             Verdict::Declined(payment_id) => {

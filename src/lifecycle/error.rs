@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use crate::domain::OrderStatus;
-use crate::repository::RepositoryError;
+use crate::repository::{RepositoryError, Resolution};
 use crate::upstream::{Service, UpstreamError};
 
 /// What a client asked to do with an order.
@@ -77,6 +77,16 @@ pub enum LifecycleError {
     /// The kitchen can no longer drop the order's schedule.
     #[error("the kitchen refused to cancel")]
     KitchenRefused,
+    /// The kitchen refused, for good, to make the order: it is cancelled
+    /// (with `reason` kept) and its charge is owed back.
+    #[error("the kitchen refused the order")]
+    KitchenRejected { reason: String },
+    /// The operator asked about an order that has nothing open.
+    #[error("nothing is open for the order")]
+    NothingOpen,
+    /// The operator's resolution ends no raised item of the order.
+    #[error("no needs_attention item of the order is ended by {}", .0.as_str())]
+    NothingToResolve(Resolution),
     /// The database failed, or holds something the domain refuses.
     #[error("storage failed")]
     Storage(#[source] RepositoryError),

@@ -29,12 +29,14 @@
 mod cancel;
 mod charge;
 mod error;
+mod operator;
 pub mod reconciler;
 mod schedule;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::repository::{Resolution, StuckItem};
 pub use charge::Paid;
 pub use error::{Action, Activity, LifecycleError};
 
@@ -58,6 +60,9 @@ pub struct Timing {
     pub kitchen_poll: Duration,
     /// Age past which an open item is logged at error level.
     pub alert_after: Duration,
+    /// Age past which an open item is no longer retried: it needs an
+    /// operator.
+    pub needs_attention_after: Duration,
 }
 
 impl Timing {

@@ -4,11 +4,13 @@
 //! `dispatched` (or to `cancelled`, when the kitchen cancels by itself).
 //!
 //! Each item is claimed in the database with a lease in database time (on
-//! PostgreSQL with `FOR UPDATE SKIP LOCKED`), so two replicas never make the
-//! same call at once; each has its own backoff, stored with it. Nothing is
-//! ever dropped: an item that stays open is tried again, logged at error
-//! level once it is older than the alert age, and counted with its age in
-//! `/metrics`.
+//! PostgreSQL with `FOR UPDATE SKIP LOCKED`), one at a time and just before
+//! its calls, so two replicas never make the same call at once and no order
+//! waits under a lease behind another's calls; each has its own backoff,
+//! stored with it. Nothing is ever dropped: an item that stays open is tried
+//! again, logged at error level once it is older than the alert age, raised
+//! for an operator past `NEEDS_ATTENTION_AFTER_MS`, and counted with its age
+//! in `/metrics`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,29 +22,49 @@ use tracing::{Instrument, Span};
 use uuid::Uuid;
 
 use super::charge::Verdict;
-use super::{OrderLifecycle, millis};
+use super::{LifecycleError, OrderLifecycle, millis};
 use crate::domain::OrderStatus;
-use crate::repository::{AttemptState, DueAttempt, DueOrder, DueRefund, RefundOutcome};
+use crate::repository::{
+    AttemptState, Claimed, DueAttempt, DueOrder, DueRefund, RefundOutcome, RepositoryError,
+    Unreadable,
+};
 use crate::trace_context;
-use crate::upstream::{RefundStatus, ScheduleStatus, Service};
+use crate::upstream::{RefundStatus, ScheduleStatus, Service, UpstreamError};
 
-/// Items of each kind claimed per pass: enough to drain a backlog quickly,
-/// few enough that a pass ends well within a lease.
-const BATCH: i64 = 25;
+/// Items of each kind worked on per pass, one claimed at a time: enough to
+/// drain a backlog quickly, few enough that a pass ends soon after.
+const BATCH: usize = 25;
 
 /// Runs passes every `interval` until `stop` is cancelled; the item in
 /// hand when it is cancelled is finished, the rest of the batch let go.
 pub async fn run(lifecycle: Arc<OrderLifecycle>, interval: Duration, stop: CancellationToken) {
     loop {
-        if let Err(err) = lifecycle.reconcile_once(&stop).await {
-            tracing::warn!(error = %err, "reconciler pass failed; trying again next interval");
-        }
+        lifecycle.reconcile_once(&stop).await;
         tokio::select! {
             () = stop.cancelled() => break,
             () = tokio::time::sleep(interval) => {}
         }
     }
     tracing::info!("reconciler stopped");
+}
+
+/// What an item that stays open is, for raising it.
+#[derive(Debug, Clone, Copy)]
+enum OpenItem {
+    /// The open step of an order: its charge, schedule or kitchen follow-up.
+    Order(Uuid),
+    Refund {
+        key: Uuid,
+        order_id: Uuid,
+    },
+}
+
+impl OpenItem {
+    fn order_id(self) -> Uuid {
+        match self {
+            OpenItem::Order(id) | OpenItem::Refund { order_id: id, .. } => id,
+        }
+    }
 }
 
 /// The span of one item settled: the root of a trace of its own, linked to
@@ -69,58 +91,123 @@ fn item_span(kind: &'static str, order_id: Uuid, origin: Option<&str>) -> Span {
 
 impl OrderLifecycle {
     /// One pass over every kind of open item, then the backlog metrics.
-    pub async fn reconcile_once(
-        &self,
-        stop: &CancellationToken,
-    ) -> Result<(), crate::repository::RepositoryError> {
-        // Items of a batch wait behind each other's calls: each lease is
-        // renewed just before its item is worked on, and an item whose lease
-        // ran out meanwhile is left to whoever holds it now.
+    /// Each item's failure stays with that item: a claim, a lease or a
+    /// count that fails is logged and counted, and the pass goes on with
+    /// the next item and the next kind.
+    pub async fn reconcile_once(&self, stop: &CancellationToken) {
+        // One item at a time: each is claimed (its lease taken) just before
+        // it is worked on and given back right after, so no order waits
+        // under a lease behind other orders' calls, and a client's pay or
+        // cancel of it is not refused meanwhile.
         let lease_ms = self.timing.lease_ms();
-        for mut item in self.repo.claim_due_attempts(BATCH, lease_ms).await? {
+        for _ in 0..BATCH {
             if stop.is_cancelled() {
-                self.release(item.claim.lease).await;
-                continue;
+                break;
             }
-            let span = item_span("charge", item.claim.lease.order_id, item.origin.as_deref());
-            span.record("payment.attempt_key", display(item.claim.key));
-            let renewed = self.repo.renew(item.claim.lease, lease_ms);
-            let Some(lease) = renewed.instrument(span.clone()).await? else {
-                continue;
-            };
-            item.claim.lease = lease;
-            self.settle_attempt(item).instrument(span).await;
+            let claim = self.repo.claim_due_attempts(1, lease_ms).await;
+            if claim.as_ref().is_ok_and(Vec::is_empty) {
+                break;
+            }
+            let failed = claim.is_err();
+            for item in self.claimed("charge", claim).await {
+                let span = item_span("charge", item.claim.lease.order_id, item.origin.as_deref());
+                span.record("payment.attempt_key", display(item.claim.key));
+                self.settle_attempt(item).instrument(span).await;
+            }
+            if failed {
+                break;
+            }
         }
-        for mut item in self.repo.claim_due_orders(BATCH, lease_ms).await? {
+        for _ in 0..BATCH {
             if stop.is_cancelled() {
-                self.release(item.lease).await;
-                continue;
+                break;
             }
-            let span = item_span("kitchen", item.lease.order_id, None);
-            if let Some(schedule_id) = item.schedule_id {
-                span.record("kitchen.schedule_id", display(schedule_id));
+            let claim = self.repo.claim_due_orders(1, lease_ms).await;
+            if claim.as_ref().is_ok_and(Vec::is_empty) {
+                break;
             }
-            let renewed = self.repo.renew(item.lease, lease_ms);
-            let Some(lease) = renewed.instrument(span.clone()).await? else {
-                continue;
-            };
-            item.lease = lease;
-            self.follow_order(item).instrument(span).await;
+            let failed = claim.is_err();
+            for item in self.claimed("kitchen", claim).await {
+                let span = item_span("kitchen", item.lease.order_id, None);
+                if let Some(schedule_id) = item.schedule_id {
+                    span.record("kitchen.schedule_id", display(schedule_id));
+                }
+                self.follow_order(item).instrument(span).await;
+            }
+            if failed {
+                break;
+            }
         }
-        for item in self.repo.claim_due_refunds(BATCH, lease_ms).await? {
+        for _ in 0..BATCH {
             if stop.is_cancelled() {
-                // Its lease expires by itself; refunds have no other holder.
-                continue;
+                break;
             }
-            let span = item_span("refund", item.order_id, item.origin.as_deref());
-            span.record("payment.id", display(item.payment_id));
-            let renewed = self.repo.renew_refund(&item, lease_ms);
-            let Some(item) = renewed.instrument(span.clone()).await? else {
-                continue;
-            };
-            self.deliver_refund(item).instrument(span).await;
+            let claim = self.repo.claim_due_refunds(1, lease_ms).await;
+            if claim.as_ref().is_ok_and(Vec::is_empty) {
+                break;
+            }
+            let failed = claim.is_err();
+            for item in self.claimed("refund", claim).await {
+                let span = item_span("refund", item.order_id, item.origin.as_deref());
+                span.record("payment.id", display(item.payment_id));
+                self.deliver_refund(item).instrument(span).await;
+            }
+            if failed {
+                break;
+            }
         }
-        let backlog = self.repo.backlog().await?;
+        self.count_backlog().await;
+    }
+
+    /// The items a claim of `kind` gave that read. A claim that failed is
+    /// logged and counted (its items are tried at the next pass); an item
+    /// that does not read is raised for an operator, so that it neither
+    /// blocks the others nor stays unseen.
+    async fn claimed<T>(
+        &self,
+        kind: &'static str,
+        claim: Result<Claimed<T>, RepositoryError>,
+    ) -> Vec<T> {
+        let items = match claim {
+            Ok(items) => items,
+            Err(err) => {
+                self.metrics.reconcile_error(kind);
+                tracing::error!(kind, error = %err, "could not claim the items due; trying again next pass");
+                return Vec::new();
+            }
+        };
+        let mut readable = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Ok(item) => readable.push(item),
+                Err(Unreadable { key, error }) => {
+                    self.metrics.reconcile_error(kind);
+                    tracing::error!(kind, key = ?key, %error, "a claimed item does not read");
+                    if let Some(key) = key {
+                        let why = format!("its stored row does not read: {error}");
+                        let item = if kind == "refund" {
+                            OpenItem::Refund { key, order_id: key }
+                        } else {
+                            OpenItem::Order(key)
+                        };
+                        self.needs_attention(kind, item, &why).await;
+                    }
+                }
+            }
+        }
+        readable
+    }
+
+    /// The backlog metrics: every kind of open item, and those raised.
+    async fn count_backlog(&self) {
+        let backlog = match self.repo.backlog().await {
+            Ok(backlog) => backlog,
+            Err(err) => {
+                self.metrics.reconcile_error("backlog");
+                tracing::error!(error = %err, "could not count the open items");
+                return;
+            }
+        };
         self.metrics
             .backlog("charge", backlog.open_attempts, backlog.oldest_attempt_secs);
         self.metrics
@@ -130,18 +217,72 @@ impl OrderLifecycle {
             backlog.awaiting_kitchen,
             backlog.oldest_awaiting_kitchen_secs,
         );
-        Ok(())
+        self.metrics.backlog(
+            "kitchen",
+            backlog.kitchen_failing,
+            backlog.oldest_kitchen_failing_secs,
+        );
+        self.metrics.backlog(
+            "needs_attention",
+            backlog.raised,
+            backlog.oldest_raised_secs,
+        );
+        self.metrics.needs_attention(backlog.raised);
     }
 
     /// Warns about an item that failed again, at error level once it is
-    /// older than the alert age.
-    fn still_open(&self, kind: &str, id: Uuid, since: OffsetDateTime, tries: u32, why: &str) {
-        let age = (OffsetDateTime::now_utc() - since).whole_seconds().max(0);
+    /// older than the alert age; past `needs_attention_after` it is no
+    /// longer retried and waits for an operator.
+    async fn still_open(
+        &self,
+        kind: &'static str,
+        item: OpenItem,
+        since: OffsetDateTime,
+        tries: u32,
+        why: &str,
+    ) {
+        let age = OffsetDateTime::now_utc() - since;
+        let age_secs = age.whole_seconds().max(0);
+        let id = item.order_id();
+        if age >= self.timing.needs_attention_after {
+            let why = format!("unsettled for {age_secs} s after {tries} tries: {why}");
+            self.needs_attention(kind, item, &why).await;
+            return;
+        }
         self.metrics.reconciled(kind, "retry");
-        if age as u128 >= self.timing.alert_after.as_secs() as u128 {
-            tracing::error!(kind, %id, age_secs = age, tries, why, "still unsettled");
+        let noted = match item {
+            OpenItem::Order(id) => self.repo.note_order_error(id, why).await,
+            OpenItem::Refund { key, .. } => self.repo.note_refund_error(key, why).await,
+        };
+        if let Err(err) = noted {
+            tracing::warn!(kind, %id, error = %err, "could not keep the item's last error");
+        }
+        if age >= self.timing.alert_after {
+            tracing::error!(kind, %id, age_secs, tries, why, "still unsettled");
         } else {
-            tracing::warn!(kind, %id, age_secs = age, tries, why, "not settled yet; will try again");
+            tracing::warn!(kind, %id, age_secs, tries, why, "not settled yet; will try again");
+        }
+    }
+
+    /// Takes an item out of the reconciler's hands: it is logged at error
+    /// level, counted, and shown until an operator ends it.
+    async fn needs_attention(&self, kind: &'static str, item: OpenItem, why: &str) {
+        let id = item.order_id();
+        let raised = match item {
+            OpenItem::Order(id) => self.repo.raise_order(id, why).await,
+            OpenItem::Refund { key, .. } => self.repo.raise_refund(key, why).await,
+        };
+        match raised {
+            Ok(true) => {
+                self.metrics.reconciled(kind, "needs_attention");
+                tracing::error!(kind, %id, why, "needs attention: an operator must end it");
+            }
+            Ok(false) => {}
+            Err(err) => {
+                self.metrics.reconciled(kind, "retry");
+                tracing::error!(kind, %id, why, error = %err,
+                    "needs attention, and could not be raised; will try again");
+            }
         }
     }
 
@@ -196,7 +337,14 @@ impl OrderLifecycle {
                 .and(Err(error.to_string())),
         };
         if let Err(why) = outcome {
-            self.still_open("charge", order_id, created, tries + 1, &why);
+            self.still_open(
+                "charge",
+                OpenItem::Order(order_id),
+                created,
+                tries + 1,
+                &why,
+            )
+            .await;
         }
     }
 
@@ -218,6 +366,10 @@ impl OrderLifecycle {
                         self.metrics.reconciled("schedule", "scheduled");
                         None
                     }
+                    Err(LifecycleError::KitchenRejected { .. }) => {
+                        self.metrics.reconciled("schedule", "refused");
+                        None
+                    }
                     Err(err) => Some(err.to_string()),
                 }
             }
@@ -235,7 +387,17 @@ impl OrderLifecycle {
                 self.defer(item.lease, self.timing.retry_ms(item.checks), true, false)
                     .await;
             }
-            self.still_open("kitchen", order_id, item.since, item.checks + 1, &why);
+            // A paid order is unsettled since it was paid; one the kitchen
+            // is making, since the questions about it started failing.
+            let (kind, since) = if item.status == OrderStatus::Paid {
+                ("schedule", item.since)
+            } else {
+                let now = OffsetDateTime::now_utc();
+                ("kitchen", item.failing_since.unwrap_or(now))
+            };
+            let open = OpenItem::Order(order_id);
+            self.still_open(kind, open, since, item.checks + 1, &why)
+                .await;
         }
     }
 
@@ -293,6 +455,7 @@ impl OrderLifecycle {
             return;
         };
         let retry_ms = self.timing.retry_ms(item.tries);
+        let mut refused = None;
         let (outcome, failure) = match payments.refund(item.payment_id, item.key).await {
             Ok(refund) => {
                 self.metrics.upstream_call(Service::Payments.name(), "ok");
@@ -320,12 +483,25 @@ impl OrderLifecycle {
             Err(error) => {
                 self.metrics
                     .upstream_call(Service::Payments.name(), error.kind());
+                if let UpstreamError::Refused { .. } = error {
+                    // Payments' final word: no retry will make this refund.
+                    refused = Some(format!("payments {error}"));
+                }
                 (RefundOutcome::Failed { retry_ms }, Some(error.to_string()))
             }
         };
         let recorded = self.repo.record_refund(&item, outcome).await;
+        let open = OpenItem::Refund {
+            key: item.key,
+            order_id: item.order_id,
+        };
+        if let Some(why) = refused {
+            self.needs_attention("refund", open, &why).await;
+            return;
+        }
         if let Some(why) = failure.or(recorded.err().map(|err| err.to_string())) {
-            self.still_open("refund", item.order_id, item.created, item.tries + 1, &why);
+            self.still_open("refund", open, item.created, item.tries + 1, &why)
+                .await;
         }
     }
 }

@@ -3,6 +3,15 @@
 //! whether the order is being made: a cancel must then go through the
 //! kitchen, never behind its back. A failure leaves the order `paid`, for
 //! the reconciler to send the same request again (the order id is its key).
+//!
+//! Only a request that never left (no connection could be made) is known
+//! not to have reached the kitchen. Any other failure (a 503, which a proxy
+//! in front of the kitchen may give after forwarding the request, a broken
+//! connection, a timeout, an unreadable 201) leaves the kitchen in doubt:
+//! the schedule counts as possibly made, and the order is refunded only once
+//! the kitchen confirmed it will not make it.
+
+use uuid::Uuid;
 
 use super::{Action, LifecycleError, OrderLifecycle, Result, millis};
 use crate::domain::{OrderId, OrderStatus};
@@ -51,8 +60,10 @@ impl OrderLifecycle {
     /// `progress`, keeping the lease for `keep_ms` or dropping it. `None`
     /// when the lease was lost meanwhile. On failure the order stays `paid`
     /// and the reconciler tries again after a backoff (for the failure
-    /// number `tries + 1`); a request the kitchen cannot have acted on (no
-    /// connection, or its 503) leaves the order cancellable without it.
+    /// number `tries + 1`); only a request that never left (no connection)
+    /// leaves the order cancellable without the kitchen. The kitchen's
+    /// final refusal cancels the order, owes its refund and is returned as
+    /// [`LifecycleError::KitchenRejected`].
     pub(super) async fn send_schedule(
         &self,
         kitchen: &dyn Kitchen,
@@ -83,11 +94,26 @@ impl OrderLifecycle {
                 }
                 Ok(kept)
             }
+            Err(UpstreamError::Refused { status, reason }) => {
+                self.metrics
+                    .upstream_call(Service::Kitchen.name(), "refused");
+                let refund_key = Uuid::new_v4();
+                if !self
+                    .repo
+                    .record_kitchen_refusal(lease, &reason, refund_key)
+                    .await?
+                {
+                    return Ok(None);
+                }
+                tracing::warn!(order_id = %id, status, %reason,
+                    "the kitchen refused the order; it is cancelled and its refund owed");
+                Err(LifecycleError::KitchenRejected { reason })
+            }
             Err(error) => {
                 tracing::warn!(order_id = %id, %error, "schedule failed; the order stays paid");
                 self.metrics
                     .upstream_call(Service::Kitchen.name(), error.kind());
-                let unsent = error.nothing_sent() || error == UpstreamError::Unavailable;
+                let unsent = error.nothing_sent();
                 self.defer(lease, self.timing.retry_ms(tries), true, unsent)
                     .await;
                 Err(LifecycleError::Upstream {

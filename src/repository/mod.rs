@@ -414,6 +414,6 @@ impl OrdersRepository {
 mod steps;
 
 pub use steps::{
-    AttemptState, Backlog, ChargeClaim, DueAttempt, DueOrder, DueRefund, Lease, LifecycleState,
-    RefundOutcome,
+    AttemptState, Backlog, ChargeClaim, Claimed, DueAttempt, DueOrder, DueRefund, Lease,
+    LifecycleState, RefundOutcome, Resolution, StuckItem, Unreadable,
 };

@@ -25,11 +25,16 @@ impl Pool<'_> {
         work(&mut *self.0.acquire().await?).await
     }
 
+    /// A write transaction: it begins IMMEDIATE, taking the write lock at
+    /// once (waiting for it up to the busy timeout), so that a transaction
+    /// that reads and then writes never has to upgrade a read lock, which
+    /// SQLite refuses at once ("database is locked") while another writer
+    /// holds the lock.
     pub async fn transaction<T>(
         &self,
         work: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>,
     ) -> Result<T> {
-        let mut tx = self.0.begin().await?;
+        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await?;
         let outcome = work(&mut *tx).await;
         end_transaction(tx, outcome).await
     }

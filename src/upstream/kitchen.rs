@@ -9,7 +9,8 @@ use uuid::Uuid;
 use tracing::field::display;
 
 use super::{
-    IDEMPOTENCY_KEY, Service, UpstreamError, call_span, expect_json, join, send, traced, unexpected,
+    IDEMPOTENCY_KEY, Service, UpstreamError, call_span, expect_json, join, refusal, send, traced,
+    unexpected,
 };
 use crate::domain::{OrderId, OrderItems, Size};
 
@@ -39,6 +40,7 @@ pub enum CancelOutcome {
 pub trait Kitchen: Send + Sync {
     /// Asks the kitchen to make the items; returns the schedule's id. The
     /// order id is the idempotency key: a repeat returns the same schedule.
+    /// [`UpstreamError::Refused`] is the kitchen's final refusal.
     async fn schedule(&self, order_id: OrderId, items: &OrderItems) -> Result<Uuid, UpstreamError>;
     /// Where the schedule is now.
     async fn status(&self, schedule_id: Uuid) -> Result<ScheduleStatus, UpstreamError>;
@@ -71,6 +73,15 @@ struct Schedule {
 #[derive(Deserialize)]
 struct StatusAnswer {
     status: ScheduleStatus,
+}
+
+/// A 4xx to a schedule request is the kitchen's final word that it will
+/// not make the order, except 409 (a duplicate of a request it has: it may
+/// be making it) and 429 (try later).
+fn refuses_to_schedule(status: reqwest::StatusCode) -> bool {
+    status.is_client_error()
+        && status != reqwest::StatusCode::CONFLICT
+        && status != reqwest::StatusCode::TOO_MANY_REQUESTS
 }
 
 pub struct KitchenClient {
@@ -118,6 +129,9 @@ impl Kitchen for KitchenClient {
                     .json(&body),
             )
             .await?;
+            if refuses_to_schedule(response.status()) {
+                return Err(refusal(response).await);
+            }
             let schedule: Schedule = expect_json(response, reqwest::StatusCode::CREATED).await?;
             span.record("kitchen.schedule_id", display(schedule.id));
             Ok(schedule.id)

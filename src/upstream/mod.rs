@@ -55,6 +55,11 @@ pub enum UpstreamError {
     /// not parse.
     #[error("{0}")]
     BadResponse(String),
+    /// A refusal the contract names as final (a 4xx that says the request
+    /// will not be done, whatever it is retried with): `reason` is the
+    /// answer's `detail`, or its first bytes.
+    #[error("refused it ({status}): {reason}")]
+    Refused { status: u16, reason: String },
 }
 
 impl UpstreamError {
@@ -66,6 +71,7 @@ impl UpstreamError {
             UpstreamError::Timeout => "timeout",
             UpstreamError::Lost(_) => "lost",
             UpstreamError::BadResponse(_) => "bad_response",
+            UpstreamError::Refused { .. } => "refused",
         }
     }
 
@@ -129,6 +135,30 @@ async fn expect_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|err| {
         UpstreamError::BadResponse(format!("answered a body outside its contract: {err}"))
     })
+}
+
+/// The longest reason of a refusal kept, in characters.
+const REASON_CHARS: usize = 300;
+
+/// A final refusal: its status and what its body says (the `detail` of a
+/// JSON body, else the first characters of the body).
+async fn refusal(response: reqwest::Response) -> UpstreamError {
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    let reason = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|json| {
+            json.get("detail")
+                .and_then(|d| d.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or(body);
+    let reason = if reason.trim().is_empty() {
+        "no reason given".to_owned()
+    } else {
+        reason.chars().take(REASON_CHARS).collect()
+    };
+    UpstreamError::Refused { status, reason }
 }
 
 /// A status the contract does not promise.

@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use tracing::field::display;
 
-use super::{IDEMPOTENCY_KEY, Service, UpstreamError, call_span, expect_json, join, send, traced};
+use super::{
+    IDEMPOTENCY_KEY, Service, UpstreamError, call_span, expect_json, join, refusal, send, traced,
+};
 use crate::domain::OrderId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -55,7 +57,14 @@ pub trait Payments: Send + Sync {
     async fn charge(&self, order_id: OrderId, key: Uuid) -> Result<Payment, UpstreamError>;
 
     /// Gives a charge back; `key` identifies this refund the same way.
+    /// [`UpstreamError::Refused`] is payments' final refusal (400, 404 or
+    /// 422): sending it again will not make the refund.
     async fn refund(&self, payment_id: Uuid, key: Uuid) -> Result<Refund, UpstreamError>;
+}
+
+/// Payments will not make this refund, whatever it is retried with.
+fn refuses_to_refund(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 400 | 404 | 422)
 }
 
 pub struct PaymentsClient {
@@ -106,6 +115,9 @@ impl Payments for PaymentsClient {
                     .header(IDEMPOTENCY_KEY, key.to_string()),
             )
             .await?;
+            if refuses_to_refund(response.status()) {
+                return Err(refusal(response).await);
+            }
             expect_json(response, reqwest::StatusCode::CREATED).await
         })
         .await

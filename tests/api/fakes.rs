@@ -35,10 +35,18 @@ pub enum Fault {
     Held,
     /// Nothing is done: the server answers 503.
     Unavailable,
+    /// A proxy in front of the service answers 503 after forwarding the
+    /// request: the work was done.
+    UnavailableAfterWork,
+    /// Nothing is done, for good: the service answers 422 with a reason.
+    Refused,
     /// The answer comes after [`DELAYED`]: slow, but within the tests'
     /// upstream timeout.
     Delayed,
 }
+
+/// The reason a refusal gives.
+pub const REFUSAL: &str = "out of oat milk";
 
 /// How long a delayed answer takes.
 pub const DELAYED: Duration = Duration::from_millis(600);
@@ -405,10 +413,11 @@ async fn serve(mut socket: TcpStream, state: Arc<Mutex<State>>) {
 /// The answer for a fault that struck after the work produced `done`.
 fn after_work(fault: Option<Fault>, done: Reply) -> Reply {
     match fault {
-        None | Some(Fault::Unavailable) => done,
+        None | Some(Fault::Unavailable | Fault::Refused) => done,
         Some(Fault::Slow) => Reply::Slow,
         Some(Fault::Reset) => Reply::Reset,
         Some(Fault::ServerError) => Reply::Json(500, json!({"detail": "boom"})),
+        Some(Fault::UnavailableAfterWork) => Reply::Json(503, json!({"detail": "upstream gone"})),
         Some(Fault::Garbage) => Reply::Raw(201, "{\"payment_id\": <truncated"),
         Some(Fault::Held) => Reply::Held(Box::new(done)),
         Some(Fault::Delayed) => Reply::Delayed(Box::new(done)),
@@ -419,6 +428,7 @@ fn after_work(fault: Option<Fault>, done: Reply) -> Reply {
 fn before_work(fault: Option<Fault>) -> Option<Reply> {
     match fault {
         Some(Fault::Unavailable) => Some(Reply::Json(503, json!({"detail": "busy"}))),
+        Some(Fault::Refused) => Some(Reply::Json(422, json!({"detail": REFUSAL}))),
         _ => None,
     }
 }

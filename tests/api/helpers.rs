@@ -185,6 +185,8 @@ impl Drop for TestDatabase {
 
 pub struct TestApp {
     pub address: String,
+    /// The operator's listener.
+    pub ops_address: String,
     pub client: reqwest::Client,
     pub db: TestDatabase,
     shutdown: Option<oneshot::Sender<()>>,
@@ -196,6 +198,7 @@ pub fn test_settings(db_url: &str, extra: &[(&str, &str)]) -> Settings {
     let mut vars = vec![
         ("DB_URL".to_owned(), db_url.to_owned()),
         ("PORT".to_owned(), "0".to_owned()),
+        ("OPS_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
         ("RUST_LOG".to_owned(), "warn".to_owned()),
         // The reconciler runs once at start and then stays out of the way;
         // the tests of the reconciler set their own interval.
@@ -229,12 +232,14 @@ pub async fn spawn_on(db: TestDatabase, extra: &[(&str, &str)]) -> TestApp {
     }
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let ops_address = format!("http://{}", app.ops_addr());
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stop.await;
     }));
     TestApp {
         address,
+        ops_address,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))

@@ -153,6 +153,7 @@ impl Traced {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orders-service"))
             .env("DB_URL", &db.url)
             .env("PORT", "0")
+            .env("OPS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .env("PAYMENTS_URL", &fake.url)
             .env("KITCHEN_URL", &fake.url)

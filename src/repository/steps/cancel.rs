@@ -57,7 +57,7 @@ const CANCEL_HELD: &str = "UPDATE orders SET status = 'cancelled', payment_id = 
 /// A refund owed for the charge `$2`, once per charge: a second cancel path
 /// reaching the same charge finds it owed already. (`WHERE TRUE` keeps
 /// SQLite from reading `ON CONFLICT` as part of the `SELECT`.)
-const OWE_REFUND: &str = "INSERT INTO refunds (key, payment_id, order_id, state, created, updated, next_try, traceparent) \
+pub(super) const OWE_REFUND: &str = "INSERT INTO refunds (key, payment_id, order_id, state, created, updated, next_try, traceparent) \
      SELECT $1, $2, $3, 'owed', now, now, now, $4 FROM clock WHERE TRUE \
      ON CONFLICT (payment_id) DO NOTHING";
 

@@ -7,6 +7,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::attention::raised;
 use super::{AttemptState, ChargeClaim, Lease};
 use crate::db::Database;
 use crate::domain::{OrderId, OrderStatus};
@@ -35,6 +36,8 @@ pub struct DueOrder {
     pub schedule_id: Option<Uuid>,
     /// When the order last changed: how long it has waited.
     pub since: OffsetDateTime,
+    /// When the looks at it started failing in a row, if they do.
+    pub failing_since: Option<OffsetDateTime>,
     pub checks: u32,
 }
 
@@ -60,10 +63,16 @@ pub struct Backlog {
     pub oldest_refund_secs: f64,
     pub awaiting_kitchen: i64,
     pub oldest_awaiting_kitchen_secs: f64,
+    /// `progress` orders whose follow-up with the kitchen keeps failing.
+    pub kitchen_failing: i64,
+    pub oldest_kitchen_failing_secs: f64,
+    /// Items raised for an operator, of every kind.
+    pub raised: i64,
+    pub oldest_raised_secs: f64,
 }
 
 macro_rules! claim_due {
-    ($table:literal, $key:literal, $pick:literal, $returning:literal, $lock:literal) => {
+    ($table:literal, $key:literal, $pick:expr, $returning:literal, $lock:literal) => {
         concat!(
             "UPDATE ",
             $table,
@@ -87,10 +96,14 @@ macro_rules! due_attempts {
         claim_due!(
             "orders",
             "id",
-            "SELECT d.id FROM orders d JOIN payment_attempts a ON a.order_id = d.id, clock k \
+            concat!(
+                "SELECT d.id FROM orders d JOIN payment_attempts a ON a.order_id = d.id, clock k \
              WHERE a.state IN ('unknown', 'pending') AND a.next_try <= k.now \
-             AND d.status = 'created' \
-             AND (d.claimed_until IS NULL OR d.claimed_until < k.now) ORDER BY a.next_try",
+             AND d.status = 'created' AND NOT ",
+                raised!("d"),
+                " \
+             AND (d.claimed_until IS NULL OR d.claimed_until < k.now) ORDER BY a.next_try"
+            ),
             "id, owner, claimed_until",
             $lock
         )
@@ -103,10 +116,15 @@ macro_rules! due_orders {
         claim_due!(
             "orders",
             "id",
-            "SELECT d.id FROM orders d, clock k \
+            concat!(
+                "SELECT d.id FROM orders d, clock k \
              WHERE d.status IN ('paid', 'progress') AND d.next_check <= k.now \
-             AND (d.claimed_until IS NULL OR d.claimed_until < k.now) ORDER BY d.next_check",
-            "id, owner, status, schedule_id, claimed_until, updated, checks",
+             AND NOT ",
+                raised!("d"),
+                " \
+             AND (d.claimed_until IS NULL OR d.claimed_until < k.now) ORDER BY d.next_check"
+            ),
+            "id, owner, status, schedule_id, claimed_until, updated, checks, failing_since",
             $lock
         )
     };
@@ -118,7 +136,7 @@ macro_rules! due_refunds {
             "refunds",
             "key",
             "SELECT r.key FROM refunds r, clock k \
-             WHERE r.state <> 'refunded' AND r.next_try <= k.now \
+             WHERE r.state <> 'refunded' AND r.next_try <= k.now AND r.attention IS NULL \
              AND (r.claimed_until IS NULL OR r.claimed_until < k.now) ORDER BY r.next_try",
             "key, payment_id, order_id, created, tries, claimed_until, traceparent",
             $lock
@@ -164,14 +182,60 @@ impl ClaimDue for sqlx::SqliteConnection {
     }
 }
 
-const BACKLOG: &str = "SELECT \
-     (SELECT COUNT(*) FROM payment_attempts WHERE state IN ('unknown', 'pending')) AS open_attempts, \
-     (SELECT MIN(created) FROM payment_attempts WHERE state IN ('unknown', 'pending')) AS oldest_attempt, \
-     (SELECT COUNT(*) FROM refunds WHERE state <> 'refunded') AS refunds_owed, \
-     (SELECT MIN(created) FROM refunds WHERE state <> 'refunded') AS oldest_refund, \
-     (SELECT COUNT(*) FROM orders WHERE status = 'paid') AS awaiting_kitchen, \
-     (SELECT MIN(updated) FROM orders WHERE status = 'paid') AS oldest_awaiting_kitchen, \
-     (SELECT now FROM clock) AS now";
+/// Orders whose open step is raised for an operator: a raised charge
+/// counts while it is still open.
+macro_rules! raised_orders {
+    () => {
+        concat!(
+            "FROM orders o WHERE ",
+            raised!("o"),
+            " AND (o.status IN ('paid', 'progress') OR (o.status = 'created' AND EXISTS \
+             (SELECT 1 FROM payment_attempts a WHERE a.order_id = o.id \
+             AND a.state IN ('unknown', 'pending'))))"
+        )
+    };
+}
+
+/// Every kind of open item, its count and its oldest, apart from those
+/// raised for an operator, which are counted on their own.
+const BACKLOG: &str = concat!(
+    "SELECT \
+     (SELECT COUNT(*) FROM payment_attempts a JOIN orders o ON o.id = a.order_id \
+         WHERE a.state IN ('unknown', 'pending') AND NOT ",
+    raised!("o"),
+    ") AS open_attempts, \
+     (SELECT MIN(a.created) FROM payment_attempts a JOIN orders o ON o.id = a.order_id \
+         WHERE a.state IN ('unknown', 'pending') AND NOT ",
+    raised!("o"),
+    ") AS oldest_attempt, \
+     (SELECT COUNT(*) FROM refunds WHERE state <> 'refunded' AND attention IS NULL) AS refunds_owed, \
+     (SELECT MIN(created) FROM refunds WHERE state <> 'refunded' AND attention IS NULL) AS oldest_refund, \
+     (SELECT COUNT(*) FROM orders o WHERE o.status = 'paid' AND NOT ",
+    raised!("o"),
+    ") AS awaiting_kitchen, \
+     (SELECT MIN(o.updated) FROM orders o WHERE o.status = 'paid' AND NOT ",
+    raised!("o"),
+    ") \
+         AS oldest_awaiting_kitchen, \
+     (SELECT COUNT(*) FROM orders o WHERE o.status = 'progress' AND o.failing_since IS NOT NULL \
+         AND NOT ",
+    raised!("o"),
+    ") AS kitchen_failing, \
+     (SELECT MIN(o.failing_since) FROM orders o WHERE o.status = 'progress' \
+         AND NOT ",
+    raised!("o"),
+    ") AS oldest_kitchen_failing, \
+     (SELECT COUNT(*) ",
+    raised_orders!(),
+    ") \
+         + (SELECT COUNT(*) FROM refunds WHERE state <> 'refunded' AND attention IS NOT NULL) AS raised, \
+     (SELECT MIN(since) FROM (SELECT o.attention_since AS since ",
+    raised_orders!(),
+    " \
+         UNION ALL SELECT attention_since AS since FROM refunds \
+         WHERE state <> 'refunded' AND attention IS NOT NULL) r) AS oldest_raised, \
+     (SELECT now FROM clock) AS now"
+);
 
 row!(LeaseRow {
     id: Id,
@@ -187,6 +251,7 @@ row!(DueOrderRow {
     claimed_until: Time,
     updated: Time,
     checks: i32,
+    failing_since: Option<Time>,
 });
 
 row!(DueRefundRow {
@@ -206,6 +271,10 @@ row!(BacklogRow {
     oldest_refund: Option<Time>,
     awaiting_kitchen: i64,
     oldest_awaiting_kitchen: Option<Time>,
+    kitchen_failing: i64,
+    oldest_kitchen_failing: Option<Time>,
+    raised: i64,
+    oldest_raised: Option<Time>,
     now: Time,
 });
 
@@ -213,91 +282,166 @@ fn tries(stored: i32) -> u32 {
     u32::try_from(stored).unwrap_or(0)
 }
 
+/// Decodes each claimed row on its own: one that does not read is kept as
+/// [`Unreadable`] (with its `$key` column, when that much reads), and the
+/// rows after it are still read.
+macro_rules! each_row {
+    ($row:ty, $rows:expr, $key:literal) => {
+        $rows
+            .iter()
+            .map(|row| {
+                <$row as ::sqlx::FromRow<_>>::from_row(row).map_err(|err| Unreadable {
+                    key: ::sqlx::Row::try_get::<Id, _>(row, $key)
+                        .ok()
+                        .map(|Id(id)| id),
+                    error: err.to_string(),
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+}
+
+/// A claimed item whose row does not read (or whose details could not be
+/// fetched): its key (the order's id, or the refund's key) when known.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub key: Option<Uuid>,
+    pub error: String,
+}
+
+impl Unreadable {
+    fn of(key: Uuid, error: impl std::fmt::Display) -> Self {
+        Self {
+            key: Some(key),
+            error: error.to_string(),
+        }
+    }
+}
+
+/// What a claim of one kind gives: each item, read or not.
+pub type Claimed<T> = Vec<std::result::Result<T, Unreadable>>;
+
 impl OrdersRepository {
     /// Open attempts due for another question to payments, each with its
     /// order's lease taken for `lease_ms`.
-    pub async fn claim_due_attempts(&self, limit: i64, lease_ms: i64) -> Result<Vec<DueAttempt>> {
-        let leases: Vec<LeaseRow> = on_backend!(&self.db, run, async |conn| {
+    pub async fn claim_due_attempts(
+        &self,
+        limit: i64,
+        lease_ms: i64,
+    ) -> Result<Claimed<DueAttempt>> {
+        let leases = on_backend!(&self.db, run, async |conn| {
             let sql = conn.due_sql().attempts;
-            Ok(sqlx::query_as(sql)
+            let rows = sqlx::query(sql)
                 .bind(limit)
                 .bind(lease_ms)
                 .fetch_all(&mut *conn)
-                .await?)
+                .await?;
+            Ok(each_row!(LeaseRow, rows, "id"))
         })?;
         let mut due = Vec::with_capacity(leases.len());
         for row in leases {
+            let row = match row {
+                Ok(row) => row,
+                Err(unreadable) => {
+                    due.push(Err(unreadable));
+                    continue;
+                }
+            };
             let lease = Lease {
                 order_id: row.id.0,
                 until: row.claimed_until.0,
             };
-            match self.open_attempt(lease.order_id).await? {
-                Some(attempt) => due.push(DueAttempt {
-                    owner: row.owner,
-                    claim: ChargeClaim {
-                        lease,
-                        key: attempt.key.0,
-                        fresh: false,
-                    },
-                    state: AttemptState::parse(&attempt.state)?,
-                    created: attempt.created.0,
-                    tries: tries(attempt.tries),
-                    origin: attempt.traceparent,
-                }),
+            let attempt = match self.open_attempt(lease.order_id).await {
+                Ok(attempt) => attempt,
+                Err(err) => {
+                    due.push(Err(Unreadable::of(lease.order_id, err)));
+                    continue;
+                }
+            };
+            match attempt {
+                Some(attempt) => due.push(
+                    AttemptState::parse(&attempt.state)
+                        .map(|state| DueAttempt {
+                            owner: row.owner,
+                            claim: ChargeClaim {
+                                lease,
+                                key: attempt.key.0,
+                                fresh: false,
+                            },
+                            state,
+                            created: attempt.created.0,
+                            tries: tries(attempt.tries),
+                            origin: attempt.traceparent,
+                        })
+                        .map_err(|err| Unreadable::of(lease.order_id, err)),
+                ),
                 // Settled between the pick and the claim.
-                None => self.release(lease).await?,
+                None => {
+                    if let Err(err) = self.release(lease).await {
+                        due.push(Err(Unreadable::of(lease.order_id, err)));
+                    }
+                }
             }
         }
         Ok(due)
     }
 
     /// `paid` and `progress` orders due for the kitchen, leased for `lease_ms`.
-    pub async fn claim_due_orders(&self, limit: i64, lease_ms: i64) -> Result<Vec<DueOrder>> {
-        let rows: Vec<DueOrderRow> = on_backend!(&self.db, run, async |conn| {
+    pub async fn claim_due_orders(&self, limit: i64, lease_ms: i64) -> Result<Claimed<DueOrder>> {
+        let rows = on_backend!(&self.db, run, async |conn| {
             let sql = conn.due_sql().orders;
-            Ok(sqlx::query_as(sql)
+            let rows = sqlx::query(sql)
                 .bind(limit)
                 .bind(lease_ms)
                 .fetch_all(&mut *conn)
-                .await?)
+                .await?;
+            Ok(each_row!(DueOrderRow, rows, "id"))
         })?;
-        rows.into_iter()
+        Ok(rows
+            .into_iter()
             .map(|row| {
+                let row = row?;
+                let status =
+                    rows::status(&row.status).map_err(|err| Unreadable::of(row.id.0, err))?;
                 Ok(DueOrder {
                     owner: row.owner,
                     lease: Lease {
                         order_id: row.id.0,
                         until: row.claimed_until.0,
                     },
-                    status: rows::status(&row.status)?,
+                    status,
                     schedule_id: row.schedule_id.map(|Id(id)| id),
                     since: row.updated.0,
+                    failing_since: row.failing_since.map(|Time(at)| at),
                     checks: tries(row.checks),
                 })
             })
-            .collect()
+            .collect())
     }
 
     /// Refunds owed and due, leased for `lease_ms`.
-    pub async fn claim_due_refunds(&self, limit: i64, lease_ms: i64) -> Result<Vec<DueRefund>> {
-        let rows: Vec<DueRefundRow> = on_backend!(&self.db, run, async |conn| {
+    pub async fn claim_due_refunds(&self, limit: i64, lease_ms: i64) -> Result<Claimed<DueRefund>> {
+        let rows = on_backend!(&self.db, run, async |conn| {
             let sql = conn.due_sql().refunds;
-            Ok(sqlx::query_as(sql)
+            let rows = sqlx::query(sql)
                 .bind(limit)
                 .bind(lease_ms)
                 .fetch_all(&mut *conn)
-                .await?)
+                .await?;
+            Ok(each_row!(DueRefundRow, rows, "key"))
         })?;
         Ok(rows
             .into_iter()
-            .map(|row| DueRefund {
-                key: row.key.0,
-                payment_id: row.payment_id.0,
-                order_id: row.order_id.0,
-                created: row.created.0,
-                tries: tries(row.tries),
-                until: row.claimed_until.0,
-                origin: row.traceparent,
+            .map(|row| {
+                row.map(|row| DueRefund {
+                    key: row.key.0,
+                    payment_id: row.payment_id.0,
+                    order_id: row.order_id.0,
+                    created: row.created.0,
+                    tries: tries(row.tries),
+                    until: row.claimed_until.0,
+                    origin: row.traceparent,
+                })
             })
             .collect())
     }
@@ -317,6 +461,10 @@ impl OrdersRepository {
             oldest_refund_secs: age(row.oldest_refund),
             awaiting_kitchen: row.awaiting_kitchen,
             oldest_awaiting_kitchen_secs: age(row.oldest_awaiting_kitchen),
+            kitchen_failing: row.kitchen_failing,
+            oldest_kitchen_failing_secs: age(row.oldest_kitchen_failing),
+            raised: row.raised,
+            oldest_raised_secs: age(row.oldest_raised),
         })
     }
 }

@@ -6,10 +6,11 @@
 
 use uuid::Uuid;
 
-use super::Lease;
+use super::cancel::OWE_REFUND;
+use super::{Lease, held};
 use crate::db::Database;
 use crate::repository::codec::{Id, Time};
-use crate::repository::{OrdersRepository, Result, sqlite};
+use crate::repository::{OrdersRepository, RepositoryError, Result, sqlite};
 
 /// A schedule request is about to leave: from now on only the kitchen can
 /// say whether the order is being made.
@@ -20,14 +21,57 @@ const SCHEDULE_SENT: &str = "UPDATE orders SET schedule_sent = TRUE \
 /// `$3`, kept until `$4`; the kitchen is asked how it goes in `$5` ms.
 const ORDER_SCHEDULED: &str = "UPDATE orders SET status = 'progress', schedule_id = $2, \
      updated = (SELECT now FROM clock), claimed_until = $4, \
-     next_check = (SELECT now + CAST($5 AS BIGINT) * ms FROM clock), checks = 0 \
+     next_check = (SELECT now + CAST($5 AS BIGINT) * ms FROM clock), checks = 0, \
+     failing_since = NULL \
      WHERE id = $1 AND status = 'paid' AND claimed_until = $3";
 
 const ORDER_DISPATCHED: &str = "UPDATE orders SET status = 'dispatched', \
      updated = (SELECT now FROM clock), claimed_until = NULL, next_check = NULL \
      WHERE id = $1 AND status = 'progress' AND claimed_until = $2";
 
+/// The kitchen refused to make the `paid` order held under the lease `$2`:
+/// it is cancelled with the kitchen's reason `$3`, returning the charge to
+/// refund. The kitchen will not make it, so no schedule is left in doubt.
+const ORDER_REFUSED: &str = "UPDATE orders SET status = 'cancelled', cancel_reason = $3, \
+     schedule_sent = FALSE, updated = (SELECT now FROM clock), claimed_until = NULL, \
+     next_check = NULL \
+     WHERE id = $1 AND status = 'paid' AND claimed_until = $2 \
+     RETURNING payment_id";
+
 impl OrdersRepository {
+    /// The kitchen's final refusal: `paid` → `cancelled` with `reason`
+    /// kept and the refund of the charge owed in the same transaction.
+    /// `false` when the lease was lost meanwhile (nothing is written).
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "record_kitchen_refusal", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "record_kitchen_refusal", order.id = %lease.order_id))]
+    pub async fn record_kitchen_refusal(
+        &self,
+        lease: Lease,
+        reason: &str,
+        refund_key: Uuid,
+    ) -> Result<bool> {
+        held(on_backend!(&self.db, transaction, async |tx| {
+            let charged: Option<Option<Id>> = sqlx::query_scalar(ORDER_REFUSED)
+                .bind(Id(lease.order_id))
+                .bind(Time(lease.until))
+                .bind(reason)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(charged) = charged else {
+                return Err(RepositoryError::LeaseLost);
+            };
+            if let Some(payment_id) = charged {
+                sqlx::query(OWE_REFUND)
+                    .bind(Id(refund_key))
+                    .bind(payment_id)
+                    .bind(Id(lease.order_id))
+                    .bind(crate::trace_context::current())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(())
+        }))
+    }
+
     /// Records that a schedule request is about to reach the kitchen.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "mark_schedule_sent", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "mark_schedule_sent", order.id = %lease.order_id))]
     pub async fn mark_schedule_sent(&self, lease: Lease) -> Result<bool> {

@@ -9,17 +9,20 @@
 //! lease or state it expects, so a step recorded late, by a holder whose
 //! lease ran out, writes nothing.
 
+mod attention;
 mod cancel;
 mod charge;
 mod due;
 mod kitchen;
+mod operator;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use self::cancel::RefundOutcome;
 pub use self::charge::{AttemptState, ChargeClaim};
-pub use self::due::{Backlog, DueAttempt, DueOrder, DueRefund};
+pub use self::due::{Backlog, Claimed, DueAttempt, DueOrder, DueRefund, Unreadable};
+pub use self::operator::{Resolution, StuckItem};
 use super::codec::{Id, Time};
 use super::rows::{self, row};
 use super::{Database, RepositoryError, Result, sqlite};
@@ -46,11 +49,13 @@ pub struct LifecycleState {
     pub schedule_sent: bool,
     /// The state of the payment attempt whose outcome is open, if any.
     pub open_attempt: Option<AttemptState>,
+    /// A charge of the order went through.
+    pub charged: bool,
 }
 
 /// What the lifecycle needs to decide its next step.
 const LIFECYCLE_STATE: &str = "SELECT o.status, o.claimed_until > k.now AS busy, o.schedule_id, \
-     o.schedule_sent, \
+     o.schedule_sent, o.payment_id IS NOT NULL AS charged, \
      (SELECT a.state FROM payment_attempts a \
          WHERE a.order_id = o.id AND a.state IN ('unknown', 'pending')) AS open_attempt \
      FROM orders o, clock k WHERE o.id = $1 AND o.owner = $2";
@@ -72,6 +77,8 @@ const RELEASE: &str = "UPDATE orders SET claimed_until = NULL WHERE id = $1 AND 
 const DEFER: &str = "UPDATE orders SET claimed_until = NULL, \
      next_check = (SELECT now + CAST($3 AS BIGINT) * ms FROM clock), \
      checks = CASE WHEN $4 = 1 THEN checks + 1 ELSE 0 END, \
+     failing_since = CASE WHEN $4 = 1 THEN COALESCE(failing_since, (SELECT now FROM clock)) \
+         ELSE NULL END, \
      schedule_sent = CASE WHEN $5 = 1 THEN FALSE ELSE schedule_sent END \
      WHERE id = $1 AND claimed_until = $2";
 
@@ -87,6 +94,7 @@ row!(StateRow {
     busy: Option<bool>,
     schedule_id: Option<Id>,
     schedule_sent: bool,
+    charged: bool,
     open_attempt: Option<String>,
 });
 
@@ -124,6 +132,7 @@ impl super::OrdersRepository {
             busy: row.busy == Some(true),
             schedule_id: row.schedule_id.map(|Id(id)| id),
             schedule_sent: row.schedule_sent,
+            charged: row.charged,
             open_attempt: row
                 .open_attempt
                 .as_deref()
