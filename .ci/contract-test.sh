@@ -50,7 +50,8 @@ DB_URL="$BASE_URL/$DB" "${CARGO_TARGET_DIR:-target}/debug/migrate"
 
 python3 .ci/fake_upstreams.py "$UPSTREAM_PORT" &
 pids+=($!)
-DB_URL="$BASE_URL/$DB" PORT="$PORT" RUST_LOG=warn \
+# OPS_ADDR: any free port, as other checks may run a server beside this one.
+DB_URL="$BASE_URL/$DB" PORT="$PORT" OPS_ADDR=127.0.0.1:0 RUST_LOG=warn \
     AUTH_ON=true JWT_PUBLIC_KEY_FILE="$KEYS/public.pem" JWT_AUDIENCE=orders-api \
     PAYMENTS_URL="http://127.0.0.1:$UPSTREAM_PORT" KITCHEN_URL="http://127.0.0.1:$UPSTREAM_PORT" \
     "${CARGO_TARGET_DIR:-target}/debug/orders-service" > target/contract-server.log 2>&1 &

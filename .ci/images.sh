@@ -162,7 +162,7 @@ url="${ADMIN_URL%/*}/$DB"
 # env runs on this side and execs chroot with only these variables; the
 # images have no env of their own (no shell, no tools).
 env -i DB_URL="$url" /usr/sbin/chroot --userspec=65532:65532 "$WORK/ro-migrations" /usr/local/bin/migrate
-env -i DB_URL="$url" PORT="$PORT" RUST_LOG=warn \
+env -i DB_URL="$url" PORT="$PORT" OPS_ADDR=127.0.0.1:0 RUST_LOG=warn \
     /usr/sbin/chroot --userspec=65532:65532 "$WORK/ro-server" /usr/local/bin/orders-service \
     >"$WORK/server.log" 2>&1 &
 server_pid=$!

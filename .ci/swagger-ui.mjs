@@ -32,6 +32,8 @@ const service = spawn(binary, [], {
     ...process.env,
     DB_URL: `sqlite://${join(dir, "orders.db")}`,
     PORT: String(port),
+    // Any free port: other checks may run a server beside this one.
+    OPS_ADDR: "127.0.0.1:0",
     AUTH_ON: "true",
     JWT_PUBLIC_KEY_FILE: join(dir, "public.pem"),
     JWT_AUDIENCE: "orders-api",
