@@ -118,32 +118,30 @@ LINE = re.compile(r"^\s*([\d,]+)\s+\([\s\d.]+%\)\s+(.*?)(?:\s+\[(.*)\])?$")
 
 def crate_of(location, obj):
     file, _, func = location.partition(":")
+    name = os.path.basename(obj or "")
     m = REGISTRY.search(file)
     if m:
         return m.group(1)
     if "/library/" in file and ("/rustc/" in file or "rustlib" in file):
         return "std (" + file.split("/library/")[1].split("/")[0] + ")"
-    if file.startswith("src/") or "/src/" in file and "orders" in file:
+    if name.startswith("libc.so") or name.startswith("ld-linux") or file.startswith("./"):
+        if "malloc" in file or any(k in func for k in ("malloc", "free", "realloc", "calloc", "tcache")):
+            return "glibc malloc/free"
+        if "mem" in func or "str" in func:
+            return "glibc mem*/str*"
+        return "glibc other"
+    if name.startswith("vgpreload"):
+        return "valgrind"
+    if file.startswith("/") and "/src/" in file:
         return "orders-service"
-    if file == "???":
-        name = os.path.basename(obj or "")
-        if name.startswith("libc.so") or name.startswith("ld-linux"):
-            if "mem" in func or "str" in func:
-                return "glibc mem*/str*"
-            if any(k in func for k in ("malloc", "free", "realloc", "calloc", "_int_", "tcache")):
-                return "glibc malloc"
-            return "glibc other"
-        if name.startswith("vgpreload"):
-            return "valgrind"
-        # Functions of the binary itself without line tables: by path.
-        head = func.split("::")[0].lstrip("<")
-        return head or name or "?"
-    return file.split("/")[0] or file
+    # No line tables: by the function's path.
+    head = func.split("::")[0].lstrip("<")
+    return head or name or "?"
 
 
 def cmd_crates(args):
     out = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100",
-                          "--show-percs=no", args.dump],
+                          "--show-percs=no", "--auto=no", args.dump],
                          capture_output=True, text=True, check=True).stdout
     total = 0
     groups = {}
