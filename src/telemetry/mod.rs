@@ -18,7 +18,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::Level;
-use tracing_subscriber::filter::{Targets, dynamic_filter_fn};
+use tracing_subscriber::filter::{LevelFilter, Targets, dynamic_filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -66,6 +66,8 @@ fn install(settings: &LogSettings, provider: Option<SdkTracerProvider>, exportin
         eprintln!("RUST_LOG {filter:?} is not a valid filter ({err}); using \"info\"");
         EnvFilter::new("info")
     });
+    // The most verbose level any log line can be written at.
+    let logged = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
     // Each layer has its own filter: `RUST_LOG=warn` quietens the logs,
     // not the traces.
@@ -101,7 +103,22 @@ fn install(settings: &LogSettings, provider: Option<SdkTracerProvider>, exportin
             }))
             .boxed()
     });
+    // The per-layer filters above decide what each layer sees, but a span
+    // that one of them decides on per call (the dynamic filter) is made all
+    // the same, even when every layer then ignores it, and entered and left
+    // at each poll. Without an exporter, this filter for the whole stack
+    // makes a span only when the log level shows it or when it belongs to
+    // a caller's trace.
+    let spans = (provider.is_some() && !exporting).then(|| {
+        dynamic_filter_fn(move |metadata, cx| {
+            !metadata.is_span()
+                || *metadata.level() <= logged
+                || CALLERS_TRACE.get()
+                || cx.lookup_current().is_some()
+        })
+    });
     let installed = tracing_subscriber::registry()
+        .with(spans)
         .with(traces)
         .with(fmt)
         .try_init()
