@@ -72,7 +72,11 @@ impl managed::Manager for Manager {
     type Error = sqlx::Error;
 
     async fn create(&self) -> Result<PgConnection, sqlx::Error> {
-        self.options.connect().await
+        // sqlx's connect future is some 10 KB. Boxed here, where it is made,
+        // the pool's `get` future stays small, and so does every future that
+        // awaits it (the acquire timeout, the unit of work, the handler),
+        // which are moved at each step of every request, connecting or not.
+        Box::pin(self.options.connect()).await
     }
 
     async fn recycle(&self, _: &mut PgConnection, metrics: &Metrics) -> RecycleResult<sqlx::Error> {

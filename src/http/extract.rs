@@ -4,16 +4,14 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::{StatusCode, header, request::Parts};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::cursor;
 use super::error::{ApiError, Loc};
 use super::state::AppState;
+use super::validation;
+use crate::domain::NewOrder;
 use crate::repository::{Cursor, ListFilter};
-
-/// A JSON request body, parsed but not yet validated.
-pub struct JsonBody(pub Value);
 
 /// `application/json`, or any `application/*+json`, with or without parameters.
 fn is_json(content_type: &str) -> bool {
@@ -27,47 +25,64 @@ fn is_json(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-impl FromRequest<AppState> for JsonBody {
+/// The body of a request that must be JSON: refused when it is declared
+/// otherwise, compressed, too large, unreadable or empty.
+async fn json_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(is_json);
+    // A compressed body would be parsed as if it were plain JSON.
+    let encoded = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|value| !value.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if !json || encoded {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit: state.max_body_bytes,
+            }
+        } else {
+            ApiError::invalid(vec!["body".into()], "body_read", rejection.body_text())
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid(
+            vec!["body".into()],
+            "missing",
+            "Field required",
+        ));
+    }
+    Ok(bytes)
+}
+
+fn json_invalid(bytes: &[u8], err: &serde_json::Error) -> ApiError {
+    let position = byte_offset(bytes, err.line(), err.column());
+    ApiError::invalid(
+        vec!["body".into(), position.into()],
+        "json_invalid",
+        format!("JSON decode error: {err}"),
+    )
+}
+
+/// An order in a JSON body (`POST /orders`, `PUT /orders/{id}`), validated:
+/// refused as [`json_bytes`] says, and with every problem of the order named.
+pub struct OrderBody(pub NewOrder);
+
+impl FromRequest<AppState> for OrderBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(is_json);
-        // A compressed body would be parsed as if it were plain JSON.
-        let encoded = req
-            .headers()
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|value| !value.as_bytes().eq_ignore_ascii_case(b"identity"));
-        if !json || encoded {
-            return Err(ApiError::UnsupportedMediaType);
+        let bytes = json_bytes(req, state).await?;
+        match validation::new_order_from_json(&bytes) {
+            Ok(Ok(order)) => Ok(OrderBody(order)),
+            Ok(Err(errors)) => Err(ApiError::Validation(errors)),
+            Err(err) => Err(json_invalid(&bytes, &err)),
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge {
-                    limit: state.max_body_bytes,
-                }
-            } else {
-                ApiError::invalid(vec!["body".into()], "body_read", rejection.body_text())
-            }
-        })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::invalid(
-                vec!["body".into()],
-                "missing",
-                "Field required",
-            ));
-        }
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|err| {
-            let position = byte_offset(&bytes, err.line(), err.column());
-            ApiError::invalid(
-                vec!["body".into(), position.into()],
-                "json_invalid",
-                format!("JSON decode error: {err}"),
-            )
-        })
     }
 }
 

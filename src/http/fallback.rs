@@ -3,33 +3,34 @@
 //! plain-text body; this rewrites them as `{"detail": "<reason>"}`.
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::detail_response;
 
-pub async fn json_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+/// `response` with a JSON body when it is an error whose body is not JSON.
+pub fn as_json_error(response: Response) -> Response {
     let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
     let already_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || already_json {
+    if already_json {
         return response;
     }
     let (mut parts, _) = response.into_parts();
     let detail = match status {
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => {
-            "the request took too long and was abandoned".to_owned()
+            "the request took too long and was abandoned"
         }
-        StatusCode::PAYLOAD_TOO_LARGE => "request body is too large".to_owned(),
-        other => other.canonical_reason().unwrap_or("Error").to_owned(),
+        StatusCode::PAYLOAD_TOO_LARGE => "request body is too large",
+        other => other.canonical_reason().unwrap_or("Error"),
     };
-    let body = serde_json::to_vec(&super::error::detail_json(&detail)).unwrap_or_default();
+    let body = serde_json::to_vec(&super::error::detail_json(detail)).unwrap_or_default();
     parts.headers.remove(header::CONTENT_LENGTH);
     if status == StatusCode::SERVICE_UNAVAILABLE {
         parts

@@ -1,15 +1,11 @@
-//! Feeding the metrics registry from requests, and exposing it.
+//! The method label of the request metrics (`observe` feeds them), and
+//! exposing the registry.
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::state::AppState;
-use crate::metrics::Metrics;
 
 /// Clients may send any method name; only the standard ones get a series of
 /// their own, so the number of series stays bounded.
@@ -24,25 +20,6 @@ pub(super) fn method_label(method: &Method) -> &'static str {
         Method::OPTIONS => "OPTIONS",
         _ => "other",
     }
-}
-
-/// Middleware: counts and times every request under its route template.
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.run(request).await;
-    metrics.observe_request(
-        method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
 }
 
 /// `GET /metrics`.

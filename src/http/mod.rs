@@ -9,6 +9,7 @@ pub mod fallback;
 pub mod health;
 pub mod identity;
 pub mod metrics;
+mod observe;
 pub mod ops;
 pub mod orders;
 pub mod state;
@@ -17,15 +18,15 @@ pub mod validation;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use tower_http::catch_panic::CatchPanicLayer;
+use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 use tracing::Span;
+
+use observe::REQUEST_ID;
 
 pub use state::AppState;
 
@@ -37,8 +38,6 @@ pub struct HttpSettings {
     /// `None`: any origin.
     pub cors_origins: Option<Vec<String>>,
 }
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Paths that probes and scrapers hit every few seconds: not worth a log line.
 fn is_operational(path: &str) -> bool {
@@ -85,46 +84,42 @@ fn cors(origins: Option<&[String]>) -> CorsLayer {
 
 /// The server span of a request: named and attributed the way the
 /// OpenTelemetry conventions for HTTP servers say, and a child of the
-/// caller's span when the request carries a `traceparent`.
-fn request_span(request: &Request) -> Span {
-    if is_operational(request.uri().path()) {
-        return Span::none();
-    }
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str)
-        .unwrap_or("unmatched");
+/// caller's span when the request carries a `traceparent`. Without an
+/// exporter, and without a caller's trace, the span is only made when the
+/// log level shows it, and then without OpenTelemetry's part.
+fn request_span(request: &Request, method: &'static str, route: &'static str) -> Span {
     let request_id = request
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let method = metrics::method_label(request.method());
-    let span = tracing::info_span!(
-        "request",
-        otel.name = format!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        method = %request.method(),
-        route,
-        request_id,
-        http.request.method = method,
-        http.route = route,
-        url.path = request.uri().path(),
-        url.scheme = "http",
-        http.response.status_code = tracing::field::Empty,
-        "error.type" = tracing::field::Empty,
-        order.id = tracing::field::Empty,
-    );
-    crate::trace_context::continue_from(&span, request.headers());
+    let traceparent = request.headers().contains_key("traceparent");
+    let span = crate::telemetry::in_callers_trace(traceparent, || {
+        tracing::info_span!(
+            "request",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            method = %request.method(),
+            route,
+            request_id,
+            http.request.method = method,
+            http.route = route,
+            url.path = request.uri().path(),
+            url.scheme = "http",
+            http.response.status_code = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+            order.id = tracing::field::Empty,
+        )
+    });
+    if traceparent {
+        crate::trace_context::continue_from(&span, request.headers());
+    }
     span
 }
 
+/// The request's log line (its span entered), and its outcome on the span.
 fn log_response(response: &Response, latency: Duration, span: &Span) {
-    if span.is_none() {
-        return;
-    }
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
     let latency_ms = latency.as_secs_f64() * 1_000.0;
@@ -158,26 +153,15 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .fallback(fallback::not_found)
         .with_state(state);
 
-    // Listed outermost first (`Router::layer` wraps, so apply in reverse).
-    api.layer(DefaultBodyLimit::max(settings.max_body_bytes))
+    // One stack, outermost first, around each route (so that the route
+    // template is known to the outer layer), built once.
+    let layers = ServiceBuilder::new()
+        .layer(observe::ObserveLayer::new(registry))
+        .layer(cors(settings.cors_origins.as_deref()))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,
         ))
-        .layer(cors(settings.cors_origins.as_deref()))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(axum::middleware::from_fn_with_state(
-            registry,
-            metrics::track,
-        ))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_response(log_response)
-                .on_failure(()),
-        )
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(CatchPanicLayer::custom(fallback::panic_response))
-        .layer(axum::middleware::from_fn(fallback::json_errors))
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes));
+    api.layer(layers)
 }

@@ -35,7 +35,9 @@ pub fn router(state: AppState) -> Router {
         .route("/ops/orders/{id}/resolve", post(resolve))
         .fallback(super::fallback::not_found)
         .with_state(state)
-        .layer(axum::middleware::from_fn(super::fallback::json_errors))
+        .layer(axum::middleware::map_response(
+            |response: Response| async move { super::fallback::as_json_error(response) },
+        ))
 }
 
 fn item_json(item: &StuckItem) -> Value {

@@ -10,10 +10,9 @@ use tracing::Instrument;
 use super::cursor;
 use super::dto::{CreateOrder, OrderResponse, OrdersPage};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{IdempotencyKeyHeader, JsonBody, ListQuery, OrderIdPath};
+use super::extract::{IdempotencyKeyHeader, ListQuery, OrderBody, OrderIdPath};
 use super::identity::Caller;
 use super::state::AppState;
-use super::validation;
 use crate::domain::{NewOrder, Order};
 use crate::lifecycle::Paid;
 use crate::repository::{IdempotencyKey, KeyedCreate, ListFilter, PageRequest, RepositoryError};
@@ -131,9 +130,8 @@ pub async fn create_order(
     State(state): State<AppState>,
     caller: Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
-    JsonBody(body): JsonBody,
+    OrderBody(order): OrderBody,
 ) -> Result<Response, ApiError> {
-    let order = validation::new_order(&body).map_err(ApiError::Validation)?;
     let Some(key) = key else {
         let order = state.repo.create(caller.id(), &order).await?;
         return created(order, false);
@@ -248,9 +246,8 @@ pub async fn replace_order(
     State(state): State<AppState>,
     caller: Caller,
     OrderIdPath(id): OrderIdPath,
-    JsonBody(body): JsonBody,
+    OrderBody(order): OrderBody,
 ) -> Result<Json<OrderResponse>, ApiError> {
-    let order = validation::new_order(&body).map_err(ApiError::Validation)?;
     // Tracked like pay and cancel: settling an open payment first calls
     // payments, which a client hanging up must not cut short.
     let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);

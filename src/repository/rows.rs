@@ -1,5 +1,6 @@
-//! The shapes of the rows the queries return, decoded by column name on
-//! either backend, and turning them into domain values.
+//! The shapes of the rows the queries return, decoded on either backend
+//! (by column name, or by position for the rows of orders and their items,
+//! the most read), and turning them into domain values.
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -31,10 +32,37 @@ macro_rules! row {
     };
 }
 
-row!(
-    /// One row of an order joined with one of its items.
-    ItemRow { id: Id, created: Time, status: String, product: String, size: String, quantity: i32 }
-);
+/// One row of an order joined with one of its items, read by position:
+/// `sql::GET`, `sql::GET_SQLITE` and the lists select exactly these columns
+/// in this order (a lookup by name compares every column's name).
+pub struct ItemRow {
+    pub id: Id,
+    pub created: Time,
+    pub status: String,
+    pub product: String,
+    pub size: String,
+    pub quantity: i32,
+}
+
+impl<'r, R: ::sqlx::Row> ::sqlx::FromRow<'r, R> for ItemRow
+where
+    usize: ::sqlx::ColumnIndex<R>,
+    Id: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
+    Time: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
+    String: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
+    i32: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.try_get(0)?,
+            created: row.try_get(1)?,
+            status: row.try_get(2)?,
+            product: row.try_get(3)?,
+            size: row.try_get(4)?,
+            quantity: row.try_get(5)?,
+        })
+    }
+}
 
 pub(super) use row;
 

@@ -1,12 +1,15 @@
 //! Logs and traces: set up once per process. Logs are filtered by
 //! `RUST_LOG` and written as JSON lines by default; every `tracing` span
-//! is also an OpenTelemetry span, exported over OTLP when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Without an endpoint spans still get
-//! trace ids, so log lines and calls to other services carry them.
+//! is also an OpenTelemetry span, exported over OTLP, when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Without an endpoint, only a request
+//! that comes with a caller's `traceparent` is traced (its spans continue
+//! the caller's trace, so its log lines and its calls to other services
+//! carry it); the others cost no OpenTelemetry work.
 
 mod export;
 mod log_line;
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -15,7 +18,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::Level;
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{LevelFilter, Targets, dynamic_filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -28,23 +31,43 @@ static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 /// Installs the global subscriber with traces off: for tests and tools that
 /// only want log lines. Later calls are ignored.
 pub fn init_logs(settings: &LogSettings) {
-    install(settings, None);
+    install(settings, None, false);
 }
 
 /// Installs the global subscriber. Later calls (tests that build several
 /// apps in one process) are ignored.
 pub fn init(logs: &LogSettings, traces: &TraceSettings) -> Result<(), String> {
     let provider = provider(traces)?;
-    install(logs, Some(provider));
+    install(logs, Some(provider), traces.endpoint.is_some());
     Ok(())
 }
 
-fn install(settings: &LogSettings, provider: Option<SdkTracerProvider>) {
+thread_local! {
+    /// Set while the span of a request that carries a caller's trace is made.
+    static CALLERS_TRACE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `make_span` so that, when `traced` (the request carries a caller's
+/// `traceparent`), the span it makes is an OpenTelemetry span even without
+/// an exporter; the spans made inside it follow it.
+pub fn in_callers_trace<T>(traced: bool, make_span: impl FnOnce() -> T) -> T {
+    if !traced {
+        return make_span();
+    }
+    CALLERS_TRACE.set(true);
+    let made = make_span();
+    CALLERS_TRACE.set(false);
+    made
+}
+
+fn install(settings: &LogSettings, provider: Option<SdkTracerProvider>, exporting: bool) {
     let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|err| {
         let filter = &settings.filter;
         eprintln!("RUST_LOG {filter:?} is not a valid filter ({err}); using \"info\"");
         EnvFilter::new("info")
     });
+    // The most verbose level any log line can be written at.
+    let logged = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
     // Each layer has its own filter: `RUST_LOG=warn` quietens the logs,
     // not the traces.
@@ -60,16 +83,42 @@ fn install(settings: &LogSettings, provider: Option<SdkTracerProvider>) {
         LogFormat::Pretty => fmt.with_filter(filter).boxed(),
     };
     let traces = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
+        let layer = tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("orders-service"))
             // Spans carry what the code records; file, line and thread
             // would only add bytes to every one.
             .with_location(false)
             .with_threads(false)
-            .with_tracked_inactivity(false)
-            .with_filter(Targets::new().with_target(env!("CARGO_CRATE_NAME"), Level::INFO))
+            .with_tracked_inactivity(false);
+        let ours = Targets::new().with_target(env!("CARGO_CRATE_NAME"), Level::INFO);
+        if exporting {
+            return layer.with_filter(ours).boxed();
+        }
+        // Nothing exports: only a caller's trace, and what happens inside
+        // it, is worth the OpenTelemetry work.
+        layer
+            .with_filter(dynamic_filter_fn(move |metadata, cx| {
+                ours.would_enable(metadata.target(), metadata.level())
+                    && (CALLERS_TRACE.get() || cx.lookup_current().is_some())
+            }))
+            .boxed()
+    });
+    // The per-layer filters above decide what each layer sees, but a span
+    // that one of them decides on per call (the dynamic filter) is made all
+    // the same, even when every layer then ignores it, and entered and left
+    // at each poll. Without an exporter, this filter for the whole stack
+    // makes a span only when the log level shows it or when it belongs to
+    // a caller's trace.
+    let spans = (provider.is_some() && !exporting).then(|| {
+        dynamic_filter_fn(move |metadata, cx| {
+            !metadata.is_span()
+                || *metadata.level() <= logged
+                || CALLERS_TRACE.get()
+                || cx.lookup_current().is_some()
+        })
     });
     let installed = tracing_subscriber::registry()
+        .with(spans)
         .with(traces)
         .with(fmt)
         .try_init()

@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Helpers of bench/instructions.sh (standard library only).
+
+  load     drive the service running under callgrind: for each request, a
+           warm-up with instrumentation off, then a fixed number of
+           sequential keep-alive requests with it on, dumped on their own;
+           an idle window first gives the instructions the service spends
+           doing nothing (its reconciler, timers), which are subtracted
+  crates   group `callgrind_annotate` output by crate
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+# Preloaded order n (bench/preload_pg.sql) has this id.
+T0_MS = 1704067200000
+CREATE_BODY = b'{"order":[{"product":"latte","size":"small","quantity":1}]}'
+
+
+def preload_id(n):
+    h = f"{T0_MS + n * 1000:012x}{n:020x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+REQUESTS = {
+    "GET /healthz": lambda i: ("GET", "/healthz", None),
+    "GET /orders/{id}": lambda i: ("GET", f"/orders/{preload_id(1 + i % 5000)}", None),
+    "POST /orders": lambda i: ("POST", "/orders", CREATE_BODY),
+    "GET /orders?limit=10": lambda i: ("GET", "/orders?limit=10", None),
+}
+EXPECTED = {"POST /orders": 201}
+
+
+def callgrind_control(pid, *args):
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def newest_dump(out_dir, pid, before):
+    files = [f for f in os.listdir(out_dir)
+             if f.startswith(f"callgrind.{pid}.") and f not in before]
+    if len(files) != 1:
+        raise SystemExit(f"instructions: expected one new dump, found {files}")
+    return os.path.join(out_dir, files[0])
+
+
+def dump_total(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("totals:") or line.startswith("summary:"):
+                return int(line.split()[1])
+    raise SystemExit(f"instructions: no totals in {path}")
+
+
+def measured(pid, out_dir, label, body):
+    """Runs body() with instrumentation on; returns (instructions, seconds, dump)."""
+    before = set(os.listdir(out_dir))
+    callgrind_control(pid, "--zero")
+    callgrind_control(pid, "--instr=on")
+    t0 = time.monotonic()
+    body()
+    seconds = time.monotonic() - t0
+    callgrind_control(pid, f"--dump={label}")
+    callgrind_control(pid, "--instr=off")
+    dump = newest_dump(out_dir, pid, before)
+    return dump_total(dump), seconds, dump
+
+
+def run_requests(port, name, count, offset=0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    expected = EXPECTED.get(name, 200)
+    make = REQUESTS[name]
+    for i in range(offset, offset + count):
+        method, path, body = make(i)
+        headers = {"Content-Type": "application/json"} if body else {}
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status != expected:
+            raise SystemExit(f"instructions: {method} {path} answered {response.status}")
+    conn.close()
+
+
+def cmd_load(args):
+    names = args.requests or list(REQUESTS)
+    os.makedirs(args.out, exist_ok=True)
+    # The idle cost: the same instrumentation, no requests.
+    idle, idle_s, _ = measured(args.pid, args.out, "idle", lambda: time.sleep(args.idle))
+    idle_rate = idle / idle_s
+    results = {"idle_per_s": round(idle_rate)}
+    for name in names:
+        run_requests(args.port, name, args.warmup)
+        total, seconds, dump = measured(
+            args.pid, args.out, re.sub(r"\W+", "_", name).strip("_"),
+            lambda: run_requests(args.port, name, args.count, args.warmup))
+        per_request = (total - idle_rate * seconds) / args.count
+        results[name] = {"per_request": round(per_request), "total": total,
+                         "seconds": round(seconds, 2), "dump": dump}
+        print(f"  {name:<22} {per_request / 1000:8.1f}k instructions/request "
+              f"({total:,} in {seconds:.1f} s, idle {idle_rate * seconds / args.count:.0f}"
+              f"/request subtracted)", flush=True)
+    with open(os.path.join(args.out, "load.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
+
+
+# ------------------------------------------------------------------ crates
+
+REGISTRY = re.compile(r"/(?:registry/src/[^/]+|git/checkouts/[^/]+/[^/]+)/([A-Za-z0-9_.-]+?)-\d+\.\d+[^/]*/")
+LINE = re.compile(r"^\s*([\d,]+)\s+\([\s\d.]+%\)\s+(.*?)(?:\s+\[(.*)\])?$")
+
+
+def crate_of(location, obj):
+    file, _, func = location.partition(":")
+    name = os.path.basename(obj or "")
+    m = REGISTRY.search(file)
+    if m:
+        return m.group(1)
+    if "/library/" in file and ("/rustc/" in file or "rustlib" in file):
+        return "std (" + file.split("/library/")[1].split("/")[0] + ")"
+    if name.startswith("libc.so") or name.startswith("ld-linux") or file.startswith("./"):
+        if "malloc" in file or any(k in func for k in ("malloc", "free", "realloc", "calloc", "tcache")):
+            return "glibc malloc/free"
+        if "mem" in func or "str" in func:
+            return "glibc mem*/str*"
+        return "glibc other"
+    if name.startswith("vgpreload"):
+        return "valgrind"
+    if file.startswith("/") and "/src/" in file:
+        return "orders-service"
+    # No line tables: by the function's path.
+    head = func.split("::")[0].lstrip("<")
+    return head or name or "?"
+
+
+def cmd_crates(args):
+    out = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100",
+                          "--show-percs=no", "--auto=no", args.dump],
+                         capture_output=True, text=True, check=True).stdout
+    total = 0
+    groups = {}
+    started = False
+    for line in out.splitlines():
+        if not started:
+            if re.match(r"^\s*[\d,]+\s+\(", line) and "PROGRAM TOTALS" in line:
+                total = int(line.split()[0].replace(",", ""))
+            if line.startswith("-- ") and "function-by-function" in line.lower() or \
+               re.match(r"^\s*Ir\s+file:function", line):
+                started = True
+            continue
+        m = re.match(r"^\s*([\d,]+)\s+(\S.*?)(?:\s+\[(.*)\])?$", line)
+        if not m:
+            continue
+        ir = int(m.group(1).replace(",", ""))
+        crate = crate_of(m.group(2), m.group(3))
+        groups[crate] = groups.get(crate, 0) + ir
+    if not total:
+        total = sum(groups.values())
+    per = args.requests
+    print(f"  {args.label}: {total / per / 1000:.1f}k instructions/request "
+          "(idle not subtracted), by crate:")
+    shown = 0
+    for crate, ir in sorted(groups.items(), key=lambda kv: -kv[1]):
+        if shown >= args.top:
+            break
+        shown += 1
+        print(f"    {ir / per / 1000:8.1f}k  {100 * ir / total:5.1f}%  {crate}")
+    return 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("load")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--count", type=int, default=2000)
+    p.add_argument("--idle", type=float, default=10.0)
+    p.add_argument("requests", nargs="*")
+    p = sub.add_parser("crates")
+    p.add_argument("--dump", required=True)
+    p.add_argument("--label", required=True)
+    p.add_argument("--requests", type=int, required=True)
+    p.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    return {"load": cmd_load, "crates": cmd_crates}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
