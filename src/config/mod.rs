@@ -13,7 +13,7 @@ use std::time::Duration;
 mod values;
 mod variables;
 
-pub use values::{AudienceClaim, CorsOrigins, DatabaseUrl, LogFormat, OtlpProtocol};
+pub use values::{AmqpUrl, AudienceClaim, CorsOrigins, DatabaseUrl, LogFormat, OtlpProtocol};
 use variables::{
     AUTH_ON, DB_ACQUIRE_TIMEOUT_MS, JWT_AUDIENCE, JWT_JWKS_URL, JWT_PUBLIC_KEY_FILE,
     OTEL_TRACES_SAMPLER_ARG, RECONCILE_BACKOFF_MAX_MS, RECONCILE_INTERVAL_MS, REQUEST_TIMEOUT_MS,
@@ -60,6 +60,8 @@ pub struct Settings {
     pub traces: TraceSettings,
     pub idempotency_key_ttl: Duration,
     pub reconciler: ReconcilerSettings,
+    /// `None`: `EVENTS_URL` is unset, and no event is recorded.
+    pub events: Option<EventsSettings>,
 }
 
 /// The background work that settles what requests left open.
@@ -71,6 +73,15 @@ pub struct ReconcilerSettings {
     pub alert_after: Duration,
     /// Age past which an unsettled item waits for an operator.
     pub needs_attention_after: Duration,
+}
+
+/// Where and how order events are published.
+#[derive(Debug, Clone)]
+pub struct EventsSettings {
+    pub url: AmqpUrl,
+    pub exchange: String,
+    pub source: String,
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +307,12 @@ impl Settings {
                 alert_after: v.reconcile_alert_after_ms.0,
                 needs_attention_after: v.needs_attention_after_ms.0,
             },
+            events: v.events_url.map(|url| EventsSettings {
+                url,
+                exchange: v.events_exchange.0,
+                source: v.events_source.0,
+                retention: v.events_retention_secs.0,
+            }),
         })
     }
 }

@@ -233,3 +233,52 @@ fn only_upper_case_names_are_read() {
     let settings = Settings::from_vars(vars(&[("port", "9000")])).unwrap();
     assert_eq!(settings.server.port, DEFAULT_PORT);
 }
+
+#[test]
+fn events_are_off_unless_a_broker_is_named() {
+    assert!(Settings::from_vars(vars(&[])).unwrap().events.is_none());
+    let settings = Settings::from_vars(vars(&[(
+        "EVENTS_URL",
+        "amqps://orders:s3cret@b-1234.mq.us-east-1.on.aws:5671/%2f",
+    )]))
+    .unwrap();
+    let events = settings.events.expect("events on");
+    assert_eq!(events.exchange, "orders");
+    assert_eq!(events.source, "/orders-service");
+    assert_eq!(events.retention, Duration::from_secs(86_400));
+    assert_eq!(events.url.0.authority.port, 5671);
+    assert_eq!(events.url.0.vhost, "/");
+    let shown = format!("{events:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        shown.contains("amqps://orders@b-1234.mq.us-east-1.on.aws:5671/%2f"),
+        "{shown}"
+    );
+    // An address, not a name, is kept as given (the AMQP client's own
+    // parser would read it as `localhost`).
+    let local = AmqpUrl::parse("amqp://guest:guest@127.0.0.1:5673/%2f").unwrap();
+    assert_eq!(local.0.authority.host, "127.0.0.1");
+    assert_eq!(local.0.authority.port, 5673);
+}
+
+#[test]
+fn a_bad_events_url_stops_start_up_naming_it_without_its_password() {
+    for url in [
+        "http://broker:5672",
+        "amqp://user:s3cret@:5672/",
+        "amqp://user:s3cret@broker:notaport/",
+        "",
+    ] {
+        let err = Settings::from_vars(vars(&[("EVENTS_URL", url)])).unwrap_err();
+        assert_eq!(err.variable, "EVENTS_URL", "{url}: {err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+    let err = Settings::from_vars(vars(&[
+        ("EVENTS_URL", "amqp://broker"),
+        ("EVENTS_RETENTION_SECS", "0"),
+    ]))
+    .unwrap_err();
+    assert_eq!(err.variable, "EVENTS_RETENTION_SECS");
+    let err = Settings::from_vars(vars(&[("EVENTS_EXCHANGE", " ")])).unwrap_err();
+    assert_eq!(err.variable, "EVENTS_EXCHANGE");
+}

@@ -169,6 +169,59 @@ impl DatabaseUrl {
     }
 }
 
+/// The broker of the order events, parsed as the AMQP client reads it (so a
+/// malformed URL stops start-up naming `EVENTS_URL`).
+#[derive(Clone)]
+pub struct AmqpUrl(pub lapin::uri::AMQPUri);
+
+/// Only the redacted URL: the parsed one holds the password.
+impl std::fmt::Debug for AmqpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Parse for AmqpUrl {
+    /// The reason never quotes the URL: it holds the password.
+    fn parse(text: &str) -> Result<Self, String> {
+        if !(text.starts_with("amqp://") || text.starts_with("amqps://")) {
+            return Err("must start with amqp:// or amqps://".to_owned());
+        }
+        let unusable = |_| "is not a usable AMQP URL".to_owned();
+        let mut uri: lapin::uri::AMQPUri = text.parse().map_err(unusable)?;
+        // The client's parser reads only a domain name as the host and puts
+        // `localhost` in place of an IP address.
+        uri.authority.host = match url::Url::parse(text)
+            .map_err(|err| unusable(err.to_string()))?
+            .host()
+        {
+            Some(url::Host::Domain(_)) => uri.authority.host,
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err("names no host".to_owned()),
+        };
+        Ok(Self(uri))
+    }
+}
+
+impl AmqpUrl {
+    /// The broker without its password, fit for a log line.
+    pub fn redacted(&self) -> String {
+        let scheme = match self.0.scheme {
+            lapin::uri::AMQPScheme::AMQP => "amqp",
+            lapin::uri::AMQPScheme::AMQPS => "amqps",
+        };
+        let authority = &self.0.authority;
+        format!(
+            "{scheme}://{}@{}:{}/{}",
+            authority.userinfo.username,
+            authority.host,
+            authority.port,
+            self.0.vhost.replace('/', "%2f")
+        )
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

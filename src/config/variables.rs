@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Deserializer};
 
 use super::values::{
-    AudienceClaim, Bounded, CorsOrigins, DatabaseUrl, HttpUrl, LogFormat, Millis, NonEmpty,
-    OtlpProtocol, Parse, ResourceAttributes, SamplerName, Secs, SocketAddress,
+    AmqpUrl, AudienceClaim, Bounded, CorsOrigins, DatabaseUrl, HttpUrl, LogFormat, Millis,
+    NonEmpty, OtlpProtocol, Parse, ResourceAttributes, SamplerName, Secs, SocketAddress,
 };
 use super::{ConfigError, PerBackend};
 
@@ -159,6 +159,16 @@ variables! {
     jwt_jwks_min_refresh_secs JWT_JWKS_MIN_REFRESH_SECS: Secs<0, 86_400> = Fallback::Value("30")
         => "least time between two JWKS fetches caused by unknown key ids, \
             so forged `kid`s cannot flood the provider";
+    events_url EVENTS_URL: Option<AmqpUrl> = Fallback::Described("unset: no events are recorded or published")
+        => "the RabbitMQ broker order events are published to, `amqp://` or \
+            `amqps://user:password@host:port/vhost` (the vhost `/` is written `%2f`); a \
+            broker that is down never fails a request: events wait in the database";
+    events_exchange EVENTS_EXCHANGE: NonEmpty = Fallback::Value("orders")
+        => "the durable topic exchange the events go to, declared by the service";
+    events_source EVENTS_SOURCE: NonEmpty = Fallback::Value("/orders-service")
+        => "the CloudEvents `source` of every event";
+    events_retention_secs EVENTS_RETENTION_SECS: Secs<1, 2_592_000> = Fallback::Value("86400")
+        => "how long a published event stays in the database before it is deleted";
     otel_exporter_otlp_endpoint OTEL_EXPORTER_OTLP_ENDPOINT: Option<HttpUrl> = Fallback::Described("unset: no exporter")
         => "base URL of an OpenTelemetry collector's OTLP/HTTP receiver \
             (`http://collector:4318`); spans go to `/v1/traces` under it";
