@@ -268,7 +268,9 @@ mod tests {
                 "idempotency_keys",
                 "payment_attempts",
                 "refunds",
-                "resolutions"
+                "resolutions",
+                "event_sequences",
+                "outbox"
             ]
         );
         let later = Migration::unapplied(

@@ -15,10 +15,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use self::codec::{Id, Time};
+use self::outbox::record_event;
 use self::rows::{ItemRow, KeyRow, StatusRow};
 use crate::db::{Database, WorkError};
 use crate::domain::order::now_micros;
-use crate::domain::{NewOrder, Order, OrderId, OrderItems, OrderStatus};
+use crate::domain::{EventKind, NewOrder, Order, OrderId, OrderItems, OrderStatus};
 
 /// Which orders a list returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +163,8 @@ pub type Result<T, E = RepositoryError> = std::result::Result<T, E>;
 /// What the backends write differently: PostgreSQL sends an order's items
 /// as arrays in one statement, SQLite inserts them one by one.
 trait WriteOrder {
-    async fn insert_order(&mut self, owner: &str, order: &NewOrder) -> Result<Order>;
+    /// With `events`, the order's `order.created` event is written with it.
+    async fn insert_order(&mut self, owner: &str, order: &NewOrder, events: bool) -> Result<Order>;
     async fn insert_items(&mut self, id: OrderId, items: &OrderItems) -> Result<()>;
 }
 
@@ -224,11 +226,18 @@ macro_rules! refusal {
 #[derive(Debug, Clone)]
 pub struct OrdersRepository {
     db: Database,
+    /// Every change writes its event to the outbox (`EVENTS_URL` is set).
+    events: bool,
 }
 
 impl OrdersRepository {
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self { db, events: false }
+    }
+
+    /// A repository whose every change of an order writes its event.
+    pub fn with_events(db: Database) -> Self {
+        Self { db, events: true }
     }
 
     pub fn database(&self) -> &Database {
@@ -239,14 +248,15 @@ impl OrdersRepository {
     pub async fn create(&self, owner: &str, order: &NewOrder) -> Result<Order> {
         // PostgreSQL writes the order and its items in one statement, atomic
         // on its own; SQLite's several need a transaction.
+        let events = self.events;
         match &self.db {
             Database::Postgres(pool) => {
-                pool.run(async |conn| conn.insert_order(owner, order).await)
+                pool.run(async |conn| conn.insert_order(owner, order, events).await)
                     .await
             }
             Database::Sqlite(pool) => {
                 sqlite::Pool(pool)
-                    .transaction(async |tx| tx.insert_order(owner, order).await)
+                    .transaction(async |tx| tx.insert_order(owner, order, events).await)
                     .await
             }
         }
@@ -307,6 +317,7 @@ impl OrdersRepository {
                 .execute(&mut *tx)
                 .await?;
             tx.insert_items(id, &order.items).await?;
+            record_event!(self, tx, id, EventKind::Updated);
             Ok(created)
         })?;
         Ok(Order {
@@ -320,15 +331,19 @@ impl OrdersRepository {
     /// Deletes an order unless it is paid for and not yet finished.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "delete", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "delete", order.id = %id))]
     pub async fn delete(&self, owner: &str, id: OrderId) -> Result<()> {
-        on_backend!(&self.db, run, async |conn| {
+        on_backend!(&self.db, transaction, async |tx| {
             let deleted = sqlx::query(sql::DELETE_ORDER)
                 .bind(Id(id))
                 .bind(owner)
-                .execute(&mut *conn)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
             if deleted == 0 {
-                return Err(refusal!(&mut *conn, owner, id));
+                return Err(refusal!(&mut *tx, owner, id));
+            }
+            if self.events {
+                let data = serde_json::json!({ "id": id }).to_string();
+                record_event!(@insert tx, id, EventKind::Deleted, data);
             }
             Ok(())
         })
@@ -347,7 +362,7 @@ impl OrdersRepository {
         // insert and the look-up: then it is free again.
         for _ in 0..2 {
             let inserted = on_backend!(&self.db, transaction, async |tx| {
-                let created = tx.insert_order(owner, order).await?;
+                let created = tx.insert_order(owner, order, self.events).await?;
                 // A concurrent request with the same key waits here for ours
                 // to commit, then finds the key taken.
                 let owned = sqlx::query(sql::UPSERT_KEY)
@@ -410,9 +425,11 @@ impl OrdersRepository {
     }
 }
 
-// After the macros above, which it uses.
+// After the macros above, which they use.
+mod outbox;
 mod steps;
 
+pub use outbox::PendingEvent;
 pub use steps::{
     AttemptState, Backlog, ChargeClaim, Claimed, DueAttempt, DueOrder, DueRefund, Lease,
     LifecycleState, RefundOutcome, Resolution, StuckItem, Unreadable,

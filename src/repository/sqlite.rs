@@ -5,9 +5,10 @@
 use sqlx::{SqliteConnection, SqlitePool};
 
 use super::codec::{Id, Time};
+use super::outbox::{self, record_event};
 use super::{Result, WriteOrder, new_order, sql};
 use crate::db::end_transaction;
-use crate::domain::{NewOrder, Order, OrderId, OrderItems};
+use crate::domain::{EventKind, NewOrder, Order, OrderId, OrderItems};
 
 const INSERT_ITEM: &str = "INSERT INTO order_items (order_id, position, product, size, quantity) \
      VALUES ($1, $2, $3, $4, $5)";
@@ -42,7 +43,7 @@ impl Pool<'_> {
 
 impl WriteOrder for SqliteConnection {
     /// Not atomic on its own: the caller runs it in a transaction.
-    async fn insert_order(&mut self, owner: &str, order: &NewOrder) -> Result<Order> {
+    async fn insert_order(&mut self, owner: &str, order: &NewOrder, events: bool) -> Result<Order> {
         let created = new_order(order);
         sqlx::query(sql::INSERT_ORDER)
             .bind(Id(created.id))
@@ -51,6 +52,10 @@ impl WriteOrder for SqliteConnection {
             .execute(&mut *self)
             .await?;
         self.insert_items(created.id, &order.items).await?;
+        if events {
+            let tx = self;
+            record_event!(@insert tx, created.id, EventKind::Created, outbox::created_data(&created));
+        }
         Ok(created)
     }
 

@@ -9,8 +9,9 @@ use uuid::Uuid;
 use super::charge::{ATTEMPT_DECLINED, ATTEMPT_PAID, AttemptState};
 use super::{DueRefund, Lease, UntilRow, held, lease_lost};
 use crate::db::Database;
-use crate::domain::{OrderId, OrderStatus};
+use crate::domain::{EventKind, OrderId, OrderStatus};
 use crate::repository::codec::{Id, Time};
+use crate::repository::outbox::record_event;
 use crate::repository::{OrdersRepository, RepositoryError, Result, sqlite};
 
 /// What became of a refund call.
@@ -79,8 +80,18 @@ impl OrdersRepository {
     /// Cancels a `created` order that nobody holds or pays for.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "cancel_created", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "cancel_created", order.id = %id))]
     pub async fn cancel_created(&self, owner: &str, id: OrderId) -> Result<bool> {
-        let done = execute!(&self.db, CANCEL_CREATED; Id(id), owner)?;
-        Ok(done == 1)
+        on_backend!(&self.db, transaction, async |tx| {
+            let done = sqlx::query(CANCEL_CREATED)
+                .bind(Id(id))
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if done == 1 {
+                record_event!(self, tx, id, EventKind::Status(OrderStatus::Cancelled));
+            }
+            Ok(done == 1)
+        })
     }
 
     /// Cancels a `paid` order that no schedule request can have reached,
@@ -105,6 +116,7 @@ impl OrdersRepository {
                     .execute(&mut *tx)
                     .await?;
             }
+            record_event!(self, tx, id, EventKind::Status(OrderStatus::Cancelled));
             Ok(())
         }))
     }
@@ -157,6 +169,12 @@ impl OrdersRepository {
                     .execute(&mut *tx)
                     .await?;
             }
+            record_event!(
+                self,
+                tx,
+                lease.order_id,
+                EventKind::Status(OrderStatus::Cancelled)
+            );
             Ok(())
         }))
     }
@@ -182,7 +200,19 @@ impl OrdersRepository {
         let (key, until) = (Id(refund.key), Time(refund.until));
         match outcome {
             RefundOutcome::Refunded { refund_id } => {
-                execute!(&self.db, REFUND_DONE; key, Id(refund_id), until)?
+                on_backend!(&self.db, transaction, async |tx| {
+                    let done = sqlx::query(REFUND_DONE)
+                        .bind(key)
+                        .bind(Id(refund_id))
+                        .bind(until)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if done == 1 {
+                        record_event!(self, tx, refund.order_id, EventKind::Refunded);
+                    }
+                    Ok(done)
+                })?
             }
             RefundOutcome::Pending {
                 refund_id,

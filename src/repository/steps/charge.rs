@@ -7,8 +7,9 @@ use uuid::Uuid;
 
 use super::{CLAIM, Lease, lease_lost};
 use crate::db::Database;
-use crate::domain::{OrderId, OrderStatus};
+use crate::domain::{EventKind, OrderId, OrderStatus};
 use crate::repository::codec::{Id, Time};
+use crate::repository::outbox::record_event;
 use crate::repository::rows::row;
 use crate::repository::{OrdersRepository, RepositoryError, Result, sqlite};
 
@@ -323,7 +324,14 @@ impl OrdersRepository {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            lease_lost(order, keep)
+            let keep = lease_lost(order, keep)?;
+            record_event!(
+                self,
+                tx,
+                lease.order_id,
+                EventKind::Status(OrderStatus::Paid)
+            );
+            Ok(keep)
         });
         match recorded {
             Ok(keep) => Ok(Some(Lease {

@@ -9,7 +9,9 @@ use uuid::Uuid;
 use super::cancel::OWE_REFUND;
 use super::{Lease, held};
 use crate::db::Database;
+use crate::domain::{EventKind, OrderStatus};
 use crate::repository::codec::{Id, Time};
+use crate::repository::outbox::record_event;
 use crate::repository::{OrdersRepository, RepositoryError, Result, sqlite};
 
 /// A schedule request is about to leave: from now on only the kitchen can
@@ -68,6 +70,12 @@ impl OrdersRepository {
                     .execute(&mut *tx)
                     .await?;
             }
+            record_event!(
+                self,
+                tx,
+                lease.order_id,
+                EventKind::Status(OrderStatus::Cancelled)
+            );
             Ok(())
         }))
     }
@@ -89,7 +97,7 @@ impl OrdersRepository {
         poll_ms: i64,
         keep_ms: Option<i64>,
     ) -> Result<Option<Lease>> {
-        let until: Option<Option<Time>> = on_backend!(&self.db, run, async |conn| {
+        let until: Option<Option<Time>> = on_backend!(&self.db, transaction, async |conn| {
             let keep: Option<Time> = match keep_ms {
                 Some(ms) => Some(
                     sqlx::query_scalar("SELECT now + CAST($1 AS BIGINT) * ms FROM clock")
@@ -108,6 +116,14 @@ impl OrdersRepository {
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
+            if done == 1 {
+                record_event!(
+                    self,
+                    conn,
+                    lease.order_id,
+                    EventKind::Status(OrderStatus::Progress)
+                );
+            }
             Ok((done == 1).then_some(keep))
         })?;
         Ok(until.map(|keep| Lease {
@@ -119,7 +135,22 @@ impl OrdersRepository {
     /// The kitchen finished the order: `progress` → `dispatched`.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "record_dispatched", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "record_dispatched", order.id = %lease.order_id))]
     pub async fn record_dispatched(&self, lease: Lease) -> Result<bool> {
-        let done = execute!(&self.db, ORDER_DISPATCHED; Id(lease.order_id), Time(lease.until))?;
-        Ok(done == 1)
+        on_backend!(&self.db, transaction, async |tx| {
+            let done = sqlx::query(ORDER_DISPATCHED)
+                .bind(Id(lease.order_id))
+                .bind(Time(lease.until))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if done == 1 {
+                record_event!(
+                    self,
+                    tx,
+                    lease.order_id,
+                    EventKind::Status(OrderStatus::Dispatched)
+                );
+            }
+            Ok(done == 1)
+        })
     }
 }

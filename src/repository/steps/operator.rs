@@ -9,8 +9,9 @@ use uuid::Uuid;
 use super::attention::raised;
 use super::cancel::OWE_REFUND;
 use crate::db::Database;
-use crate::domain::OrderId;
+use crate::domain::{EventKind, OrderId, OrderStatus};
 use crate::repository::codec::{Id, Time};
+use crate::repository::outbox::record_event;
 use crate::repository::rows::row;
 use crate::repository::{OrdersRepository, Result, sqlite};
 
@@ -253,6 +254,7 @@ impl OrdersRepository {
                     .rows_affected();
                 if done > 0 {
                     kind = Some("refund");
+                    record_event!(self, tx, id, EventKind::Refunded);
                 }
             }
             if kind.is_none() && resolution == Resolution::ChargeVoided {
@@ -292,6 +294,11 @@ impl OrdersRepository {
                     .fetch_optional(&mut *tx)
                     .await?;
                 if let Some(charged) = charged {
+                    let ended = if reason.is_some() {
+                        OrderStatus::Cancelled
+                    } else {
+                        OrderStatus::Dispatched
+                    };
                     if let (Some(payment_id), Some(_)) = (charged, reason) {
                         sqlx::query(OWE_REFUND)
                             .bind(Id(Uuid::new_v4()))
@@ -301,6 +308,7 @@ impl OrdersRepository {
                             .execute(&mut *tx)
                             .await?;
                     }
+                    record_event!(self, tx, id, EventKind::Status(ended));
                     kind = Some(if status.as_deref() == Some("paid") {
                         "schedule"
                     } else {
