@@ -106,6 +106,16 @@ pub struct Metrics {
     reconciled: Family<ReconciledLabels, Counter>,
     needs_attention: Gauge,
     reconcile_errors: Family<KindLabels, Counter>,
+    outbox_pending: Gauge,
+    outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
+    events_published: Family<TypeLabels, Counter>,
+    events_publish_errors: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabels {
+    /// The routing key (`order.created`, ...).
+    r#type: String,
 }
 
 /// 0.5 ms to ~16 s: covers a cached read and a slow upstream call.
@@ -134,6 +144,31 @@ impl Metrics {
         let reconciled = Family::<ReconciledLabels, Counter>::default();
         let needs_attention = Gauge::default();
         let reconcile_errors = Family::<KindLabels, Counter>::default();
+        let outbox_pending = Gauge::default();
+        let outbox_oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let events_published = Family::<TypeLabels, Counter>::default();
+        let events_publish_errors = Counter::default();
+        registry.register(
+            "outbox_pending",
+            "Order events written but not yet confirmed by the broker (with events on)",
+            outbox_pending.clone(),
+        );
+        registry.register(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest order event not yet confirmed by the broker (0 when none)",
+            outbox_oldest.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Order events the broker confirmed, by routing key",
+            events_published.clone(),
+        );
+        registry.register(
+            "events_publish_errors",
+            "Failures to reach the events broker or to have an event confirmed; each event \
+             stays in the outbox and is published again",
+            events_publish_errors.clone(),
+        );
         registry.register(
             "needs_attention_items",
             "Items no longer retried that wait for an operator (GET /ops/stuck on the \
@@ -206,7 +241,30 @@ impl Metrics {
             reconciled,
             needs_attention,
             reconcile_errors,
+            outbox_pending,
+            outbox_oldest,
+            events_published,
+            events_publish_errors,
         }
+    }
+
+    /// The events waiting for the broker, as the relay last counted them.
+    pub fn outbox(&self, count: i64, oldest_secs: f64) {
+        self.outbox_pending.set(count);
+        self.outbox_oldest.set(oldest_secs);
+    }
+
+    /// The broker confirmed an event of this routing key.
+    pub fn event_published(&self, routing_key: &str) {
+        self.events_published
+            .get_or_create(&TypeLabels {
+                r#type: routing_key.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn events_publish_error(&self) {
+        self.events_publish_errors.inc();
     }
 
     /// Items waiting for an operator, as the reconciler last counted them.

@@ -74,6 +74,7 @@ impl Application {
         tracing::info!(
             database = %url.redacted(),
             auth = settings.auth.is_some(),
+            events = settings.events.as_ref().map(|events| events.url.redacted()),
             "service built"
         );
         Ok(Self {
@@ -137,6 +138,14 @@ impl Application {
             self.settings.reconciler.interval,
             stop_reconciling.clone(),
         ));
+        if let Some(events) = self.settings.events.clone() {
+            let relay = crate::events::Relay::new(
+                self.state.repo.clone(),
+                self.state.metrics.clone(),
+                events,
+            );
+            tasks.spawn(relay.run(stop_reconciling.clone()));
+        }
         let ops = {
             let stop = stop_reconciling.clone();
             let server = axum::serve(self.ops_listener, self.ops_router)
@@ -206,7 +215,10 @@ impl Application {
 /// connects to the database (the pools connect lazily).
 pub async fn app(settings: &Settings) -> Result<(Router, AppState), StartupError> {
     let db = Database::connect_lazy(&settings.database);
-    let repo = OrdersRepository::new(db);
+    let repo = match settings.events {
+        Some(_) => OrdersRepository::with_events(db),
+        None => OrdersRepository::new(db),
+    };
     let upstreams = &settings.upstreams;
     let http = upstream::http_client(upstreams.connect_timeout, upstreams.timeout);
     let payments = upstreams

@@ -42,6 +42,25 @@ pub fn link(span: &Span, traceparent: &str) {
     }
 }
 
+/// Makes `span` a child of the trace a stored `traceparent` names: the
+/// publish of an event continues the trace of the change it tells of.
+pub fn continue_stored(span: &Span, traceparent: &str) {
+    let fields =
+        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let parent = TraceContextPropagator::new().extract(&fields);
+    use opentelemetry::trace::TraceContextExt;
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// `span`'s `traceparent`; `None` when it is not traced.
+pub fn of(span: &Span) -> Option<String> {
+    let mut fields = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut fields);
+    fields.remove("traceparent")
+}
+
 /// Writes `span`'s trace context into `headers`.
 pub fn inject(span: &Span, headers: &mut HeaderMap) {
     TraceContextPropagator::new().inject_context(&span.context(), &mut HeadersMut(headers));
