@@ -168,11 +168,12 @@ async fn the_service_runs_as_a_data_only_user_that_cannot_change_the_schema() {
         .await
         .expect("the owner applies the migrations");
 
-    let app = spawn_on(
-        TestDatabase::unmanaged(roles.app_url()),
-        &[("DB_ACQUIRE_TIMEOUT_MS", "2000")],
-    )
-    .await;
+    // With events on, so that the outbox's writes run as the app user too.
+    let consumer = crate::events::Consumer::start().await;
+    let events = consumer.settings(None);
+    let mut settings = vec![("DB_ACQUIRE_TIMEOUT_MS", "2000")];
+    settings.extend(crate::events::pairs(&events));
+    let app = spawn_on(TestDatabase::unmanaged(roles.app_url()), &settings).await;
     // Ready means the app user read the schema's version.
     app.wait_until_ready(Duration::from_secs(10)).await;
     let id = app.create_latte().await;
@@ -186,6 +187,10 @@ async fn the_service_runs_as_a_data_only_user_that_cannot_change_the_schema() {
     let changed = app.put_json(&format!("/orders/{id}"), &latte_order()).await;
     assert_eq!(changed.status(), 200, "update");
     assert_eq!(app.delete(&format!("/orders/{id}")).await.status(), 204);
+    consumer
+        .wait_for_kinds(id, &["order.created", "order.updated", "order.deleted"])
+        .await;
+    consumer.close().await;
 
     for ddl in [
         "CREATE TABLE intruder (id integer)",

@@ -56,12 +56,14 @@ pub(crate) async fn cancel(app: &TestApp, id: Uuid) -> reqwest::Response {
 
 /// Waits (at most 15 s) until `done` holds, re-checking every 50 ms.
 pub async fn eventually<F: AsyncFn() -> bool>(what: &str, done: F) {
+    eventually_within(Duration::from_secs(15), what, done).await;
+}
+
+/// Waits (at most `patience`) until `done` holds, re-checking every 50 ms.
+pub async fn eventually_within<F: AsyncFn() -> bool>(patience: Duration, what: &str, done: F) {
     let started = Instant::now();
     while !done().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "gave up waiting for {what}"
-        );
+        assert!(started.elapsed() < patience, "gave up waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -327,13 +329,22 @@ async fn sigterm_waits_for_a_pay_whose_client_hung_up(backend: Backend) {
 }
 
 /// The service as a process of its own, so it can be killed outright.
-struct Process {
-    child: tokio::process::Child,
-    address: String,
+pub(crate) struct Process {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) address: String,
 }
 
 impl Process {
     async fn start(db_url: &str, fake: &Fake, reconcile_ms: &str) -> Self {
+        Self::start_with(db_url, fake, reconcile_ms, &[]).await
+    }
+
+    pub(crate) async fn start_with(
+        db_url: &str,
+        fake: &Fake,
+        reconcile_ms: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
         use tokio::io::AsyncBufReadExt;
         // The test's own HTTP client needs it, as the service's does.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -343,6 +354,7 @@ impl Process {
             .env("PORT", "0")
             .env("OPS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info")
+            .envs(extra.iter().copied())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
