@@ -9,7 +9,9 @@
 //! Delivery is at least once and in order per order, so the consumer keeps,
 //! for each order, the highest `sequence` it applied and ignores any event
 //! at or below it (an event published again after a crash). Its queue is
-//! durable and named, so events published while it is away wait for it.
+//! durable and named (`LEDGER_QUEUE`, default `order-ledger`), so events
+//! published while it is away wait for it. `LEDGER_SUMMARY=1` prints only
+//! the count of orders and of refunds owed.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -65,12 +67,16 @@ fn apply(ledger: &mut BTreeMap<String, Entry>, event: &Value) -> bool {
     true
 }
 
-fn print(ledger: &BTreeMap<String, Entry>) {
+/// The ledger; with `summary`, only its first line.
+fn print(ledger: &BTreeMap<String, Entry>, summary: bool) {
     let owed = ledger
         .values()
         .filter(|entry| entry.payment.as_deref() == Some("refund_pending"))
         .count();
     println!("{} orders, {owed} with a refund owed", ledger.len());
+    if summary {
+        return;
+    }
     for (order, entry) in ledger {
         let payment = entry.payment.as_deref().unwrap_or("not charged");
         println!(
@@ -86,6 +92,7 @@ async fn main() -> Result<(), lapin::Error> {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
     let exchange = std::env::var("EVENTS_EXCHANGE").unwrap_or_else(|_| "orders".to_owned());
     let queue = std::env::var("LEDGER_QUEUE").unwrap_or_else(|_| "order-ledger".to_owned());
+    let summary = std::env::var_os("LEDGER_SUMMARY").is_some();
     let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     channel
@@ -141,6 +148,6 @@ async fn main() -> Result<(), lapin::Error> {
         });
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        print(&ledger.lock().unwrap());
+        print(&ledger.lock().unwrap(), summary);
     }
 }

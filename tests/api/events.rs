@@ -621,7 +621,12 @@ async fn two_replicas_publish_every_event_in_order(backend: Backend) {
         assert_eq!(cancel(maker, id).await.status(), 200);
         made.push(id);
     }
-    for id in made {
+    // Half of them delivered: the other half stays paid and in progress.
+    let delivered = one.create_latte().await;
+    assert_eq!(pay(&two, delivered).await.status(), 200);
+    fake.kitchen_sets(delivered, "finished");
+    reaches(&one, delivered, "dispatched").await;
+    for &id in &made {
         consumer
             .wait_for_kinds(
                 id,
@@ -634,6 +639,30 @@ async fn two_replicas_publish_every_event_in_order(backend: Backend) {
                 ],
             )
             .await;
+    }
+    consumer
+        .wait_for_kinds(
+            delivered,
+            &[
+                "order.created",
+                "order.paid",
+                "order.progress",
+                "order.dispatched",
+            ],
+        )
+        .await;
+    // What a consumer rebuilds from the exchange alone is what the service
+    // and the payments provider say: each order's status and its money.
+    for (id, events) in consumer.by_order() {
+        let last = &events.last().unwrap().event["data"];
+        assert_eq!(last["status"].as_str().unwrap(), one.status_of(id).await);
+        let money = last["payment"]["status"].as_str().unwrap();
+        let expected = match fake.refunds_of(id) {
+            0 => "paid",
+            _ => "refunded",
+        };
+        assert_eq!(money, expected, "order {id}");
+        assert_eq!(fake.charges_of(id), 1);
     }
     consumer.close().await;
 }
