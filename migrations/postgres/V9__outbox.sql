@@ -16,7 +16,7 @@ CREATE TABLE event_sequences (
 -- published). `data` is the event's JSON data as it was at the change.
 CREATE TABLE outbox (
     position      bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    id            uuid        NOT NULL UNIQUE,
+    id            uuid        NOT NULL,
     order_id      uuid        NOT NULL,
     sequence      bigint      NOT NULL,
     kind          text        NOT NULL,
@@ -28,7 +28,9 @@ CREATE TABLE outbox (
     UNIQUE (order_id, sequence)
 );
 
--- The relay's scan of what waits, and the purge of what was published.
-CREATE INDEX outbox_pending_idx ON outbox (order_id, sequence) WHERE published IS NULL;
+-- The relay's scan of what waits (oldest first; an event waits for its
+-- order's earlier ones through the unique index above), and the purge of
+-- what was published. Few indexes: each one is written by every change.
+-- `id` (a UUIDv7 made by the service) needs no index of its own.
 CREATE INDEX outbox_pending_position_idx ON outbox (position) WHERE published IS NULL;
 CREATE INDEX outbox_published_idx ON outbox (published) WHERE published IS NOT NULL;

@@ -6,7 +6,7 @@ CREATE TABLE event_sequences (
 
 CREATE TABLE outbox (
     position      INTEGER PRIMARY KEY AUTOINCREMENT,
-    id            TEXT    NOT NULL UNIQUE,
+    id            TEXT    NOT NULL,
     order_id      TEXT    NOT NULL,
     sequence      INTEGER NOT NULL,
     kind          TEXT    NOT NULL,
@@ -18,6 +18,5 @@ CREATE TABLE outbox (
     UNIQUE (order_id, sequence)
 );
 
-CREATE INDEX outbox_pending_idx ON outbox (order_id, sequence) WHERE published IS NULL;
 CREATE INDEX outbox_pending_position_idx ON outbox (position) WHERE published IS NULL;
 CREATE INDEX outbox_published_idx ON outbox (published) WHERE published IS NOT NULL;

@@ -215,9 +215,16 @@ macro_rules! claim_events {
 const CLAIM_EVENTS_POSTGRES: &str = claim_events!(" FOR UPDATE SKIP LOCKED");
 const CLAIM_EVENTS_SQLITE: &str = claim_events!("");
 
-/// The broker confirmed event `$1`, taken under the lease `$2`.
-const PUBLISHED: &str = "UPDATE outbox SET published = (SELECT now FROM clock), claimed_until = NULL \
-     WHERE position = $1 AND published IS NULL";
+/// The broker confirmed the events whose positions are in the JSON array
+/// `$1`: one statement for a whole batch.
+const PUBLISHED_POSTGRES: &str = "UPDATE outbox SET published = (SELECT now FROM clock), \
+     claimed_until = NULL \
+     WHERE position IN (SELECT CAST(value AS BIGINT) FROM json_array_elements_text(CAST($1 AS json))) \
+     AND published IS NULL";
+const PUBLISHED_SQLITE: &str = "UPDATE outbox SET published = (SELECT now FROM clock), \
+     claimed_until = NULL \
+     WHERE position IN (SELECT CAST(value AS INTEGER) FROM json_each($1)) \
+     AND published IS NULL";
 
 /// Event `$1` was not published: free for the next pass.
 const RELEASE_EVENT: &str =
@@ -273,15 +280,14 @@ impl OrdersRepository {
         if positions.is_empty() {
             return Ok(());
         }
-        on_backend!(&self.db, transaction, async |tx| {
-            for position in positions {
-                sqlx::query(PUBLISHED)
-                    .bind(position)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Ok(())
-        })
+        let published = if self.db.is_postgres() {
+            PUBLISHED_POSTGRES
+        } else {
+            PUBLISHED_SQLITE
+        };
+        let positions = serde_json::to_string(positions).unwrap_or_default();
+        execute!(&self.db, published; positions)?;
+        Ok(())
     }
 
     /// These events were not published: the next pass takes them again.
