@@ -8,6 +8,7 @@ mod auth;
 mod database_roles;
 mod database_tls;
 mod ends;
+mod events_contract;
 mod fakes;
 mod faults;
 mod framework;
