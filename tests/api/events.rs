@@ -42,6 +42,9 @@ fn broker_address() -> String {
 /// One message as the consumer received it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The broker's count of deliveries on the channel: the order they
+    /// arrived in (the client may hand two of them over at once).
+    pub tag: u64,
     pub routing_key: String,
     pub event: Value,
     pub traceparent: Option<String>,
@@ -159,7 +162,9 @@ impl Consumer {
     pub fn all(&self) -> Vec<Received> {
         let invalid = self.invalid.lock().unwrap().clone();
         assert!(invalid.is_empty(), "messages off the contract: {invalid:?}");
-        self.received.lock().unwrap().clone()
+        let mut received = self.received.lock().unwrap().clone();
+        received.sort_by_key(|received| received.tag);
+        received
     }
 
     /// Each order's events, by sequence, with repeats (at least once) left
@@ -245,6 +250,7 @@ fn check(delivery: &lapin::message::Delivery) -> Result<Received, String> {
             _ => None,
         });
     Ok(Received {
+        tag: delivery.delivery_tag,
         routing_key,
         event,
         traceparent,
