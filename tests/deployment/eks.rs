@@ -470,7 +470,7 @@ fn the_trace_collector_runs_on_fargate_and_exports_to_xray_in_its_region() {
 }
 
 /// `registry/name:tag@sha256:<64 hex digits>`, with a registry host.
-fn pinned_by_digest(image: &str) -> bool {
+pub(super) fn pinned_by_digest(image: &str) -> bool {
     let Some((name, digest)) = image.split_once("@sha256:") else {
         return false;
     };
