@@ -176,7 +176,13 @@ done
   cd "$RUN/repo"
   # Every kustomization (components render only inside one).
   for kustomization in $(grep -rL '^kind: Component' --include=kustomization.yaml k8s | xargs -n1 dirname | sort); do
-    kubectl kustomize "$kustomization" >"$RUN/render.yaml"
+    # An explicit exit: `set -e` does not apply inside a subshell whose
+    # status `||` tests, so a kustomization that fails to render would
+    # otherwise go unnoticed.
+    if ! kubectl kustomize "$kustomization" >"$RUN/render.yaml"; then
+      echo "$kustomization: does not render" >&2
+      exit 1
+    fi
     case "$kustomization" in
       k8s/overlays/eks* | k8s/opentelemetry-collector)
         if grep -E '^\s+image:' "$RUN/render.yaml" | grep -vqE '@sha256:[0-9a-f]{64}$'; then

@@ -320,8 +320,10 @@ fn only_the_opentelemetry_component_turns_traces_on() {
             endpoint.starts_with("http://") && endpoint.ends_with(":4318"),
             "OTLP/HTTP's port: {endpoint}"
         );
+        // Plain values only: EVENTS_URL comes from a Secret.
         let variables: Vec<(String, String)> = array(&server["env"])
             .iter()
+            .filter(|entry| entry["value"].is_string())
             .map(|entry| {
                 (
                     text(&entry["name"]).to_owned(),
@@ -468,7 +470,7 @@ fn the_trace_collector_runs_on_fargate_and_exports_to_xray_in_its_region() {
 }
 
 /// `registry/name:tag@sha256:<64 hex digits>`, with a registry host.
-fn pinned_by_digest(image: &str) -> bool {
+pub(super) fn pinned_by_digest(image: &str) -> bool {
     let Some((name, digest)) = image.split_once("@sha256:") else {
         return false;
     };

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 mod eks;
+mod events;
 mod images;
 mod workloads;
 
@@ -25,6 +26,14 @@ const SECRET_NAME: &str = "db-credentials";
 /// The migrations Job's Secret: the schema's owner.
 const MIGRATIONS_SECRET_NAME: &str = "db-migrations-credentials";
 const SECRET_KEY: &str = "DB_URL";
+/// The event broker's URL, from the Secret of the same name on EKS
+/// (docs/deploy-eks.md, steps 5 and 7) and from a generated one locally.
+const EVENTS_SECRET_NAME: &str = "events-credentials";
+const EVENTS_KEY: &str = "EVENTS_URL";
+/// Variables the manifests set for the order events before
+/// `orders_service::config::VARIABLES` lists them: the variable check
+/// accepts them too (harmless once the configuration reads them).
+const EVENT_VARIABLES: [&str; 1] = [EVENTS_KEY];
 const NAMESPACE: &str = "orders-service";
 
 /// Each application overlay with the kustomization of its migrations Job.

@@ -37,7 +37,11 @@ fn the_probes_call_the_health_endpoints_of_the_router() {
 
 #[test]
 fn every_environment_variable_a_manifest_sets_is_one_the_configuration_reads() {
-    let known: BTreeSet<&str> = VARIABLES.iter().map(|variable| variable.name).collect();
+    let known: BTreeSet<&str> = VARIABLES
+        .iter()
+        .map(|variable| variable.name)
+        .chain(EVENT_VARIABLES)
+        .collect();
     for kustomization in kustomizations() {
         let service = service_containers(kustomization);
         assert!(
@@ -321,7 +325,7 @@ fn the_namespace_enforces_the_restricted_profile_and_injects_readiness_gates() {
 }
 
 /// Fargate ignores them (one pod per node); it spreads pods over the subnets
-/// of the Fargate profile instead (docs/deploy-eks.md, step 11).
+/// of the Fargate profile instead (docs/deploy-eks.md, step 12).
 #[test]
 fn no_workload_has_topology_spread_constraints() {
     for kustomization in kustomizations().into_iter().chain(OTHER_RENDERS) {
