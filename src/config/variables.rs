@@ -113,7 +113,7 @@ variables! {
     db_acquire_timeout_ms DB_ACQUIRE_TIMEOUT_MS: Millis<1, 600_000> = Fallback::Value("2000")
         => "wait for a free connection before answering 503; short, so an outage fails fast";
     request_timeout_ms REQUEST_TIMEOUT_MS: Millis<1, 3_600_000> = Fallback::Value("15000")
-        => "longest a request may run before answering 503; at least 3 × \
+        => "longest a request may run before answering 504; at least 3 × \
             `UPSTREAM_TIMEOUT_MS` + `DB_ACQUIRE_TIMEOUT_MS`, the most a pay or cancel may need";
     shutdown_timeout_ms SHUTDOWN_TIMEOUT_MS: Millis<0, 3_600_000> = Fallback::Value("20000")
         => "longest drain of requests in flight and background calls after SIGTERM; at \

@@ -8,6 +8,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::detail_response;
 
+/// What a request cut off by `REQUEST_TIMEOUT_MS` answers.
+pub const REQUEST_TIMED_OUT: StatusCode = StatusCode::GATEWAY_TIMEOUT;
+
 /// `response` with a JSON body when it is an error whose body is not JSON.
 pub fn as_json_error(response: Response) -> Response {
     let status = response.status();
@@ -24,6 +27,10 @@ pub fn as_json_error(response: Response) -> Response {
     }
     let (mut parts, _) = response.into_parts();
     let detail = match status {
+        REQUEST_TIMED_OUT => {
+            "the request took too long to answer; what it started goes on, so its outcome is \
+             not known yet, and retrying it is safe"
+        }
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => {
             "the request took too long and was abandoned"
         }
@@ -58,4 +65,31 @@ pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response 
         .unwrap_or("unknown panic");
     tracing::error!(panic = message, "handler panicked");
     detail_response(StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_cut_off_answers_504_in_json_saying_a_retry_is_safe() {
+        let cut_off = Response::builder()
+            .status(REQUEST_TIMED_OUT)
+            .body(Body::empty())
+            .unwrap();
+        let answer = as_json_error(cut_off);
+        assert_eq!(answer.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(answer.headers()[header::CONTENT_TYPE], "application/json");
+        let body = futures_body(answer);
+        assert!(body.contains("retrying it is safe"), "{body}");
+    }
+
+    fn futures_body(response: Response) -> String {
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(axum::body::to_bytes(response.into_body(), 1 << 16))
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
 }

@@ -158,8 +158,11 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     let layers = ServiceBuilder::new()
         .layer(observe::ObserveLayer::new(registry))
         .layer(cors(settings.cors_origins.as_deref()))
+        // 504, not 503: a pay or cancel cut off here goes on detached (a
+        // charge may still go through), so the outcome is unknown, and
+        // retrying (with the same key) is safe.
         .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+            fallback::REQUEST_TIMED_OUT,
             settings.request_timeout,
         ))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes));

@@ -30,10 +30,6 @@ const SECRET_KEY: &str = "DB_URL";
 /// (docs/deploy-eks.md, steps 5 and 7) and from a generated one locally.
 const EVENTS_SECRET_NAME: &str = "events-credentials";
 const EVENTS_KEY: &str = "EVENTS_URL";
-/// Variables the manifests set for the order events before
-/// `orders_service::config::VARIABLES` lists them: the variable check
-/// accepts them too (harmless once the configuration reads them).
-const EVENT_VARIABLES: [&str; 1] = [EVENTS_KEY];
 const NAMESPACE: &str = "orders-service";
 
 /// Each application overlay with the kustomization of its migrations Job.

@@ -37,11 +37,7 @@ fn the_probes_call_the_health_endpoints_of_the_router() {
 
 #[test]
 fn every_environment_variable_a_manifest_sets_is_one_the_configuration_reads() {
-    let known: BTreeSet<&str> = VARIABLES
-        .iter()
-        .map(|variable| variable.name)
-        .chain(EVENT_VARIABLES)
-        .collect();
+    let known: BTreeSet<&str> = VARIABLES.iter().map(|variable| variable.name).collect();
     for kustomization in kustomizations() {
         let service = service_containers(kustomization);
         assert!(
