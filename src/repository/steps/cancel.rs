@@ -62,6 +62,30 @@ pub(super) const OWE_REFUND: &str = "INSERT INTO refunds (key, payment_id, order
      SELECT $1, $2, $3, 'owed', now, now, now, $4 FROM clock WHERE TRUE \
      ON CONFLICT (payment_id) DO NOTHING";
 
+/// The end of every cancellation in its transaction `$tx`: the refund of
+/// the charge `$charged` (an `Option<Id>`, `None` when nothing was charged)
+/// owed under `$key`, and the order's `order.cancelled` event.
+macro_rules! cancelled_owing {
+    ($repo:expr, $tx:expr, $order:expr, $charged:expr, $key:expr) => {
+        if let Some(payment_id) = $charged {
+            sqlx::query($crate::repository::steps::cancel::OWE_REFUND)
+                .bind($crate::repository::codec::Id($key))
+                .bind(payment_id)
+                .bind($crate::repository::codec::Id($order))
+                .bind($crate::trace_context::current())
+                .execute(&mut *$tx)
+                .await?;
+        }
+        $crate::repository::outbox::record_event!(
+            $repo,
+            $tx,
+            $order,
+            $crate::domain::EventKind::Status($crate::domain::OrderStatus::Cancelled)
+        );
+    };
+}
+pub(super) use cancelled_owing;
+
 const RENEW_REFUND: &str = "UPDATE refunds SET claimed_until = (SELECT now + CAST($3 AS BIGINT) * ms FROM clock) \
      WHERE key = $1 AND claimed_until = $2 AND claimed_until > (SELECT now FROM clock) \
      RETURNING claimed_until";
@@ -107,16 +131,7 @@ impl OrdersRepository {
             let Some(charged) = charged else {
                 return Err(RepositoryError::LeaseLost);
             };
-            if let Some(payment_id) = charged {
-                sqlx::query(OWE_REFUND)
-                    .bind(Id(refund_key))
-                    .bind(payment_id)
-                    .bind(Id(id))
-                    .bind(crate::trace_context::current())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            record_event!(self, tx, id, EventKind::Status(OrderStatus::Cancelled));
+            cancelled_owing!(self, tx, id, charged, refund_key);
             Ok(())
         }))
     }
@@ -160,21 +175,7 @@ impl OrdersRepository {
             let Some(charged) = charged else {
                 return Err(RepositoryError::LeaseLost);
             };
-            if let Some(payment_id) = charged {
-                sqlx::query(OWE_REFUND)
-                    .bind(Id(refund_key))
-                    .bind(payment_id)
-                    .bind(Id(lease.order_id))
-                    .bind(crate::trace_context::current())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            record_event!(
-                self,
-                tx,
-                lease.order_id,
-                EventKind::Status(OrderStatus::Cancelled)
-            );
+            cancelled_owing!(self, tx, lease.order_id, charged, refund_key);
             Ok(())
         }))
     }

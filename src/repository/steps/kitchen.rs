@@ -6,7 +6,7 @@
 
 use uuid::Uuid;
 
-use super::cancel::OWE_REFUND;
+use super::cancel::cancelled_owing;
 use super::{Lease, held};
 use crate::db::Database;
 use crate::domain::{EventKind, OrderStatus};
@@ -61,21 +61,7 @@ impl OrdersRepository {
             let Some(charged) = charged else {
                 return Err(RepositoryError::LeaseLost);
             };
-            if let Some(payment_id) = charged {
-                sqlx::query(OWE_REFUND)
-                    .bind(Id(refund_key))
-                    .bind(payment_id)
-                    .bind(Id(lease.order_id))
-                    .bind(crate::trace_context::current())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            record_event!(
-                self,
-                tx,
-                lease.order_id,
-                EventKind::Status(OrderStatus::Cancelled)
-            );
+            cancelled_owing!(self, tx, lease.order_id, charged, refund_key);
             Ok(())
         }))
     }
