@@ -71,7 +71,12 @@ fn apply(ledger: &mut BTreeMap<String, Entry>, event: &Value) -> bool {
 fn print(ledger: &BTreeMap<String, Entry>, summary: bool) {
     let owed = ledger
         .values()
-        .filter(|entry| entry.payment.as_deref() == Some("refund_pending"))
+        .filter(|entry| match entry.payment.as_deref() {
+            Some("refund_pending") => true,
+            // A refund waiting for an operator is owed all the same.
+            Some("needs_attention") => matches!(entry.status.as_str(), "cancelled" | "deleted"),
+            _ => false,
+        })
         .count();
     println!("{} orders, {owed} with a refund owed", ledger.len());
     if summary {

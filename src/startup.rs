@@ -272,19 +272,22 @@ pub async fn app(settings: &Settings) -> Result<(Router, AppState), StartupError
     Ok((router, state))
 }
 
-/// Leases outlast the most calls one holder makes, each at its timeout,
-/// plus a wait for a connection and a margin for the database work between.
+/// Leases outlast the longest request (every upstream call at its timeout,
+/// every database round trip at its longest wait for a connection), plus
+/// a margin for the database work itself.
 fn timing(settings: &Settings) -> Timing {
     let reconciler = &settings.reconciler;
     Timing {
-        lease: settings.upstreams.timeout * config::MOST_UPSTREAM_CALLS_PER_REQUEST
-            + settings.database.acquire_timeout
-            + LEASE_MARGIN,
+        lease: config::longest_request(
+            settings.upstreams.timeout,
+            settings.database.acquire_timeout,
+        ) + LEASE_MARGIN,
         retry: reconciler.interval,
         backoff_max: reconciler.backoff_max,
         kitchen_poll: reconciler.kitchen_poll,
         alert_after: reconciler.alert_after,
         needs_attention_after: reconciler.needs_attention_after,
+        payment_key_ttl: reconciler.payment_key_ttl,
     }
 }
 

@@ -33,6 +33,25 @@ pub const DEFAULT_PORT: u16 = 8000;
 /// them, or a request would be answered "abandoned" while its work goes on.
 pub const MOST_UPSTREAM_CALLS_PER_REQUEST: u32 = 3;
 
+/// The most database round trips one pay or cancel request makes, each of
+/// which may wait `DB_ACQUIRE_TIMEOUT_MS` for a connection. A pay: take its
+/// `Idempotency-Key`, read the order, claim it with its charge attempt,
+/// record the charge, read the items, mark the schedule sent, record the
+/// schedule, read the order to answer, keep the answer (9). A cancel of a
+/// paid order whose schedule answer was lost: the key, the order, the claim,
+/// the items, the schedule marked sent, recorded, the order read again, the
+/// cancellation, the answer read, the answer kept (10).
+pub const MOST_DATABASE_STEPS_PER_REQUEST: u32 = 10;
+
+/// The longest a pay or cancel may need when every upstream call takes its
+/// whole timeout and every database round trip waits its longest for a
+/// connection: what `REQUEST_TIMEOUT_MS` must leave room for, and what a
+/// lease on an order must outlast.
+pub fn longest_request(upstream_timeout: Duration, acquire_timeout: Duration) -> Duration {
+    upstream_timeout * MOST_UPSTREAM_CALLS_PER_REQUEST
+        + acquire_timeout * MOST_DATABASE_STEPS_PER_REQUEST
+}
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {variable} {reason}")]
@@ -73,6 +92,8 @@ pub struct ReconcilerSettings {
     pub alert_after: Duration,
     /// Age past which an unsettled item waits for an operator.
     pub needs_attention_after: Duration,
+    /// Age past which payments may have forgotten a key.
+    pub payment_key_ttl: Duration,
 }
 
 /// Where and how order events are published.
@@ -182,16 +203,16 @@ impl Settings {
         let v = variables::read(vars)?;
 
         // A pay or cancel runs to completion even when its client hangs up,
-        // so its answer must not come before its work is done: the request
-        // timeout covers every upstream call it may make plus a wait for a
-        // connection, and the drain after SIGTERM covers the request timeout.
-        let (request_timeout, upstream_timeout) = (v.request_timeout_ms.0, v.upstream_timeout_ms.0);
-        let longest =
-            upstream_timeout * MOST_UPSTREAM_CALLS_PER_REQUEST + v.db_acquire_timeout_ms.0;
+        // so its answer should not come before its work is done: the request
+        // timeout covers every upstream call it may make and every wait for
+        // a connection, and the drain after SIGTERM covers the request timeout.
+        let request_timeout = v.request_timeout_ms.0;
+        let longest = longest_request(v.upstream_timeout_ms.0, v.db_acquire_timeout_ms.0);
         if request_timeout < longest {
             return Err(REQUEST_TIMEOUT_MS.invalid(format!(
-                "must be at least {} ms: {MOST_UPSTREAM_CALLS_PER_REQUEST} × {} plus {} \
-                 (a pay or cancel may make that many upstream calls)",
+                "must be at least {} ms: {MOST_UPSTREAM_CALLS_PER_REQUEST} × {} plus \
+                 {MOST_DATABASE_STEPS_PER_REQUEST} × {} (a pay or cancel may make that many \
+                 upstream calls and database round trips)",
                 longest.as_millis(),
                 UPSTREAM_TIMEOUT_MS.name,
                 DB_ACQUIRE_TIMEOUT_MS.name,
@@ -280,7 +301,7 @@ impl Settings {
                 payments_url: v.payments_url.map(|url| url.0),
                 kitchen_url: v.kitchen_url.map(|url| url.0),
                 connect_timeout: v.upstream_connect_timeout_ms.0,
-                timeout: upstream_timeout,
+                timeout: v.upstream_timeout_ms.0,
             },
             auth,
             logging: LogSettings {
@@ -306,6 +327,7 @@ impl Settings {
                 backoff_max: v.reconcile_backoff_max_ms.0,
                 alert_after: v.reconcile_alert_after_ms.0,
                 needs_attention_after: v.needs_attention_after_ms.0,
+                payment_key_ttl: v.payment_key_ttl_secs.0,
             },
             events: v.events_url.map(|url| EventsSettings {
                 url,

@@ -34,20 +34,26 @@ fn defaults_need_no_environment() {
 fn a_request_timeout_too_short_for_its_upstream_calls_stops_start_up() {
     let err = Settings::from_vars(vars(&[("UPSTREAM_TIMEOUT_MS", "6000")])).unwrap_err();
     assert_eq!(err.variable, "REQUEST_TIMEOUT_MS", "{err}");
-    assert!(err.to_string().contains("20000 ms"), "{err}");
+    assert!(err.to_string().contains("38000 ms"), "{err}");
+    assert!(
+        err.to_string().contains("10 × DB_ACQUIRE_TIMEOUT_MS"),
+        "{err}"
+    );
+    // The defaults fit: 3 × 4000 + 10 × 2000 ≤ 35000 ≤ 40000.
+    Settings::from_vars(vars(&[])).unwrap();
     let err = Settings::from_vars(vars(&[
-        ("REQUEST_TIMEOUT_MS", "30000"),
-        ("SHUTDOWN_TIMEOUT_MS", "20000"),
+        ("REQUEST_TIMEOUT_MS", "50000"),
+        ("SHUTDOWN_TIMEOUT_MS", "40000"),
     ]))
     .unwrap_err();
     assert_eq!(err.variable, "SHUTDOWN_TIMEOUT_MS", "{err}");
     let fits = Settings::from_vars(vars(&[
         ("UPSTREAM_TIMEOUT_MS", "6000"),
-        ("REQUEST_TIMEOUT_MS", "20000"),
-        ("SHUTDOWN_TIMEOUT_MS", "20000"),
+        ("REQUEST_TIMEOUT_MS", "40000"),
+        ("SHUTDOWN_TIMEOUT_MS", "40000"),
     ]))
     .unwrap();
-    assert_eq!(fits.server.request_timeout, Duration::from_secs(20));
+    assert_eq!(fits.server.request_timeout, Duration::from_secs(40));
     let err = Settings::from_vars(vars(&[("RECONCILE_BACKOFF_MAX_MS", "1000")])).unwrap_err();
     assert_eq!(err.variable, "RECONCILE_BACKOFF_MAX_MS", "{err}");
 }

@@ -112,10 +112,11 @@ variables! {
             so more connections there only add memory and tail latency";
     db_acquire_timeout_ms DB_ACQUIRE_TIMEOUT_MS: Millis<1, 600_000> = Fallback::Value("2000")
         => "wait for a free connection before answering 503; short, so an outage fails fast";
-    request_timeout_ms REQUEST_TIMEOUT_MS: Millis<1, 3_600_000> = Fallback::Value("15000")
+    request_timeout_ms REQUEST_TIMEOUT_MS: Millis<1, 3_600_000> = Fallback::Value("35000")
         => "longest a request may run before answering 504; at least 3 × \
-            `UPSTREAM_TIMEOUT_MS` + `DB_ACQUIRE_TIMEOUT_MS`, the most a pay or cancel may need";
-    shutdown_timeout_ms SHUTDOWN_TIMEOUT_MS: Millis<0, 3_600_000> = Fallback::Value("20000")
+            `UPSTREAM_TIMEOUT_MS` + 10 × `DB_ACQUIRE_TIMEOUT_MS`, the most a pay or cancel \
+            may need (its upstream calls and database round trips)";
+    shutdown_timeout_ms SHUTDOWN_TIMEOUT_MS: Millis<0, 3_600_000> = Fallback::Value("40000")
         => "longest drain of requests in flight and background calls after SIGTERM; at \
             least `REQUEST_TIMEOUT_MS`";
     max_body_bytes MAX_BODY_BYTES: Bounded<1, { 16 * 1024 * 1024 }> = Fallback::Value("65536")
@@ -139,6 +140,10 @@ variables! {
         => "age past which an unsettled charge, refund, schedule or kitchen follow-up stops \
             being retried and becomes `needs_attention`, for an operator to end (a refund \
             payments refuses becomes so at once)";
+    payment_key_ttl_secs PAYMENT_KEY_TTL_SECS: Secs<60, 31_536_000> = Fallback::Value("86400")
+        => "how long payments remembers an `Idempotency-Key` (Stripe: 24 hours); a charge or \
+            refund already sent whose key is older is not sent again, it becomes \
+            `needs_attention`, because payments could take it for a new one";
     cors_allowed_origins CORS_ALLOWED_ORIGINS: Option<CorsOrigins> = Fallback::Described("any")
         => "comma-separated allowed origins; unset or `*` is any origin, without credentials";
     idempotency_key_ttl_secs IDEMPOTENCY_KEY_TTL_SECS: Secs<1, 2_592_000> = Fallback::Value("86400")

@@ -259,7 +259,9 @@ mod tests {
 
     #[test]
     fn the_tables_changed_are_those_created_altered_indexed_or_written() {
-        let applied = postgres::migrations::runner().get_migrations().clone();
+        let mut applied = postgres::migrations::runner().get_migrations().clone();
+        // In the order they apply (the embedded list is not sorted by it).
+        applied.sort_by_key(Migration::version);
         assert_eq!(
             tables_changed(&applied),
             [
@@ -270,7 +272,8 @@ mod tests {
                 "refunds",
                 "resolutions",
                 "event_sequences",
-                "outbox"
+                "outbox",
+                "action_keys"
             ]
         );
         let later = Migration::unapplied(

@@ -3,6 +3,7 @@
 
 pub mod event;
 pub mod order;
+pub mod payment;
 pub mod product;
 pub mod quantity;
 pub mod size;
@@ -10,6 +11,7 @@ pub mod status;
 
 pub use event::EventKind;
 pub use order::{NewOrder, Order, OrderId, OrderItem, OrderItems};
+pub use payment::{Payment, PaymentStatus};
 pub use product::Product;
 pub use quantity::Quantity;
 pub use size::Size;

@@ -1,7 +1,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{OrderStatus, Product, Quantity, Size};
+use super::{OrderStatus, Payment, Product, Quantity, Size};
 
 pub type OrderId = Uuid;
 
@@ -69,6 +69,8 @@ pub struct Order {
     pub created: OffsetDateTime,
     pub status: OrderStatus,
     pub items: OrderItems,
+    /// `None` until the order's first charge is sent.
+    pub payment: Option<Payment>,
 }
 
 /// The current time truncated to microseconds, so a value written to either

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::{Order, OrderStatus, Size};
+use crate::domain::{Order, OrderStatus, PaymentStatus, Size};
 
 /// One item as a client sends it.
 #[allow(dead_code)]
@@ -67,6 +67,23 @@ pub struct OrderResponse {
     pub created: OffsetDateTime,
     pub status: OrderStatus,
     pub order: Vec<OrderItemResponse>,
+    /// The order's money: `null` until its first charge is sent. Read-only.
+    #[schema(required = true)]
+    pub payment: Option<PaymentResponse>,
+}
+
+/// Where an order's money stands.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Payment)]
+pub struct PaymentResponse {
+    /// `pending`: a charge was sent and its outcome is not known yet;
+    /// `declined`: paying again makes a new charge; `refund_pending`: the
+    /// order was cancelled and the refund is on its way; `needs_attention`:
+    /// the charge or its refund waits for an operator.
+    pub status: PaymentStatus,
+    /// When the status last changed (UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated: OffsetDateTime,
 }
 
 /// A page of orders, newest first. More pages are announced by a
@@ -92,6 +109,10 @@ impl From<Order> for OrderResponse {
                     quantity: item.quantity.get(),
                 })
                 .collect(),
+            payment: order.payment.map(|payment| PaymentResponse {
+                status: payment.status,
+                updated: payment.updated,
+            }),
         }
     }
 }

@@ -215,6 +215,7 @@ fn lifecycle_status(err: &LifecycleError) -> StatusCode {
         },
         LifecycleError::Declined { .. } => StatusCode::PAYMENT_REQUIRED,
         LifecycleError::PaymentUnsettled { .. }
+        | LifecycleError::KeyExpired
         | LifecycleError::KitchenRefused
         | LifecycleError::KitchenRejected { .. } => StatusCode::CONFLICT,
         LifecycleError::Storage(err) => storage_status(err),
@@ -262,6 +263,11 @@ fn lifecycle_detail(err: &LifecycleError) -> String {
                 .into()
         }
         LifecycleError::PaymentUnsettled { pending: false } => unsettled_detail().into(),
+        LifecycleError::KeyExpired => {
+            "a charge of this order has been open longer than the payments service remembers \
+             its key; it is not sent again (it could charge twice) and waits for an operator"
+                .into()
+        }
         LifecycleError::KitchenRefused => {
             "the kitchen can no longer cancel this order: it is being made".into()
         }
@@ -299,6 +305,32 @@ impl ApiError {
     }
 
     /// A single-field validation error.
+    /// Whether a pay or cancel answered this way would be answered the same
+    /// way if sent again: the order is missing, its status forbids the
+    /// action, payments declined the charge, or the kitchen refused. Only a
+    /// final answer is kept for an `Idempotency-Key`; the others (busy,
+    /// unsettled, unavailable, outcome unknown) tell the client to retry.
+    pub fn is_final(&self) -> bool {
+        match self {
+            ApiError::Lifecycle(err) => matches!(
+                err,
+                LifecycleError::NotFound
+                    | LifecycleError::Refused { .. }
+                    | LifecycleError::Declined { .. }
+                    | LifecycleError::KitchenRefused
+                    | LifecycleError::KitchenRejected { .. }
+                    | LifecycleError::Storage(
+                        RepositoryError::NotFound | RepositoryError::Conflict { .. }
+                    )
+            ),
+            ApiError::Storage(err) => matches!(
+                err,
+                RepositoryError::NotFound | RepositoryError::Conflict { .. }
+            ),
+            _ => false,
+        }
+    }
+
     pub fn invalid(loc: Vec<Loc>, kind: &'static str, msg: impl Into<String>) -> Self {
         ApiError::Validation(vec![FieldError::new(loc, kind, msg)])
     }

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod fallback;
 pub mod health;
 pub mod identity;
+mod keyed;
 pub mod metrics;
 mod observe;
 pub mod ops;

@@ -12,10 +12,13 @@ use super::dto::{CreateOrder, OrderResponse, OrdersPage};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{IdempotencyKeyHeader, ListQuery, OrderBody, OrderIdPath};
 use super::identity::Caller;
+use super::keyed;
 use super::state::AppState;
 use crate::domain::{NewOrder, Order};
 use crate::lifecycle::Paid;
-use crate::repository::{IdempotencyKey, KeyedCreate, ListFilter, PageRequest, RepositoryError};
+use crate::repository::{
+    IdempotencyKey, KeyedAction, KeyedCreate, ListFilter, PageRequest, RepositoryError,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -192,7 +195,7 @@ fn created(order: Order, replayed: bool) -> Result<Response, ApiError> {
     if replayed {
         response
             .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            .insert(keyed::REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -305,16 +308,21 @@ pub async fn delete_order(
     tag = "orders",
     operation_id = "pay_order",
     security(("bearer" = [])),
-    params(("order_id" = uuid::Uuid, Path, description = "The order's id")),
+    params(
+        ("order_id" = uuid::Uuid, Path, description = "The order's id"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "The same key gets the same answer: once this request was answered finally (200, 402, 404, 409 for the order's status or the kitchen's refusal), a repeat with the key within its lifetime gets that answer again, with `Idempotent-Replayed: true`. Answers that say to retry (202, 409 busy or unsettled, 5xx) are not kept: a repeat does the work again, which is safe."),
+    ),
     responses(
-        (status = 200, description = "Paid and scheduled: status `progress`", body = OrderResponse),
+        (status = 200, description = "Paid and scheduled: status `progress`", body = OrderResponse,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this answers a repeated key"))),
         (status = 202, description = "The payment is pending: the order stays `created` and is settled and scheduled in the background", body = OrderResponse,
             headers(("Retry-After" = String, description = "Seconds after which to look at the order again"))),
         (status = 402, description = "The payment was declined; the order stays `created` and paying again makes a new payment", body = ErrorBody),
         (status = 404, description = "No such order", body = ErrorBody),
         (status = 409, description = "The order cannot be paid in its status, or another payment of it is under way", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 422, description = "`order_id` is not a UUID", body = ErrorBody),
+        (status = 422, description = "`order_id` is not a UUID, or the Idempotency-Key is malformed or was used for a different request", body = ErrorBody),
         (status = 502, description = "Payments or kitchen answered unexpectedly, or the connection broke; paying again is safe", body = ErrorBody),
         (status = 503, description = "Payments, kitchen or the database unavailable or not configured", body = ErrorBody),
         (status = 504, description = "Payments or kitchen did not answer in time; paying again is safe", body = ErrorBody),
@@ -323,27 +331,28 @@ pub async fn delete_order(
 pub async fn pay_order(
     State(state): State<AppState>,
     caller: Caller,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     OrderIdPath(id): OrderIdPath,
 ) -> Result<Response, ApiError> {
-    // Detached and tracked: a client that hangs up (or the request timeout)
-    // must not stop the state machine between a charge and its record, and
-    // shutdown waits for it.
-    let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
-    let retry_after = lifecycle.timing().retry.as_secs().max(1);
-    let paid = state
-        .tasks
-        .spawn(async move { lifecycle.pay(&owner, id).await }.in_current_span())
-        .await
-        .map_err(ApiError::internal)??;
-    Ok(match paid {
-        Paid::Scheduled(order) => Json(OrderResponse::from(order)).into_response(),
-        Paid::Pending(order) => (
-            StatusCode::ACCEPTED,
-            [(header::RETRY_AFTER, HeaderValue::from(retry_after))],
-            Json(OrderResponse::from(order)),
-        )
-            .into_response(),
-    })
+    let (lifecycle, owner) = (state.lifecycle.clone(), caller.0.clone());
+    let work = async move {
+        Ok(match lifecycle.pay(&owner, id).await? {
+            Paid::Scheduled(order) => Json(OrderResponse::from(order)).into_response(),
+            Paid::Pending { order, retry_in } => (
+                StatusCode::ACCEPTED,
+                [(header::RETRY_AFTER, HeaderValue::from(seconds_up(retry_in)))],
+                Json(OrderResponse::from(order)),
+            )
+                .into_response(),
+        })
+    };
+    keyed::run(&state, caller.0, key, KeyedAction::Pay, id, work).await
+}
+
+/// Whole seconds, rounded up: a client told to come back never comes back
+/// before the time, and never after less than a second.
+fn seconds_up(duration: std::time::Duration) -> u64 {
+    duration.as_millis().div_ceil(1000).max(1) as u64
 }
 
 /// Cancel an order.
@@ -358,13 +367,18 @@ pub async fn pay_order(
     tag = "orders",
     operation_id = "cancel_order",
     security(("bearer" = [])),
-    params(("order_id" = uuid::Uuid, Path, description = "The order's id")),
+    params(
+        ("order_id" = uuid::Uuid, Path, description = "The order's id"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "The same key gets the same answer: once this request was answered finally (200, 402, 404, 409 for the order's status or the kitchen's refusal), a repeat with the key within its lifetime gets that answer again, with `Idempotent-Replayed: true`. Answers that say to retry (202, 409 busy or unsettled, 5xx) are not kept: a repeat does the work again, which is safe."),
+    ),
     responses(
-        (status = 200, description = "Cancelled (and refunded, if it was charged)", body = OrderResponse),
+        (status = 200, description = "Cancelled (and refunded, if it was charged)", body = OrderResponse,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this answers a repeated key"))),
         (status = 404, description = "No such order", body = ErrorBody),
         (status = 409, description = "Already cancelled, dispatched or delivered; the kitchen can no longer cancel it; or a payment of it is not settled yet", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 422, description = "`order_id` is not a UUID", body = ErrorBody),
+        (status = 422, description = "`order_id` is not a UUID, or the Idempotency-Key is malformed or was used for a different request", body = ErrorBody),
         (status = 502, description = "The kitchen answered unexpectedly", body = ErrorBody),
         (status = 503, description = "Kitchen, payments or the database unavailable or not configured", body = ErrorBody),
         (status = 504, description = "The kitchen did not answer in time", body = ErrorBody),
@@ -373,13 +387,13 @@ pub async fn pay_order(
 pub async fn cancel_order(
     State(state): State<AppState>,
     caller: Caller,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     OrderIdPath(id): OrderIdPath,
-) -> Result<Json<OrderResponse>, ApiError> {
-    let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
-    let order = state
-        .tasks
-        .spawn(async move { lifecycle.cancel(&owner, id).await }.in_current_span())
-        .await
-        .map_err(ApiError::internal)??;
-    Ok(Json(order.into()))
+) -> Result<Response, ApiError> {
+    let (lifecycle, owner) = (state.lifecycle.clone(), caller.0.clone());
+    let work = async move {
+        let order = lifecycle.cancel(&owner, id).await?;
+        Ok(Json(OrderResponse::from(order)).into_response())
+    };
+    keyed::run(&state, caller.0, key, KeyedAction::Cancel, id, work).await
 }

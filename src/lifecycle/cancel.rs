@@ -81,6 +81,7 @@ impl OrderLifecycle {
                 tracing::warn!(order_id = %id, %error, "cancel waits for the payment's outcome");
                 return Err(LifecycleError::PaymentUnsettled { pending: false });
             }
+            Verdict::KeyExpired => return Err(LifecycleError::KeyExpired),
         };
         Ok(self
             .repo

@@ -4,6 +4,8 @@
 //! sent again with the same key until payments settles it; only a definite
 //! decline lets a later pay make a new key.
 
+use std::time::Duration;
+
 use uuid::Uuid;
 
 use super::{Action, Activity, LifecycleError, OrderLifecycle, Result};
@@ -18,8 +20,9 @@ pub enum Paid {
     /// Charged and scheduled: the order is `progress`.
     Scheduled(Order),
     /// Payments has not decided yet; the order stays `created` and the
-    /// reconciler settles it (and schedules it once paid).
-    Pending(Order),
+    /// reconciler settles it (and schedules it once paid), asking payments
+    /// again in `retry_in`.
+    Pending { order: Order, retry_in: Duration },
 }
 
 /// Payments' answer to one attempt.
@@ -30,6 +33,9 @@ pub(super) enum Verdict {
     /// No answer, or one outside the contract: the outcome is unknown
     /// (unless the request never left).
     Lost(UpstreamError),
+    /// Not asked: the attempt was sent before under a key this old, past
+    /// what payments remembers. The order now waits for an operator.
+    KeyExpired,
 }
 
 /// What became of the charge step of a pay.
@@ -38,7 +44,8 @@ enum Charged {
     Now(Lease),
     /// By another request or the reconciler, before this one.
     Before,
-    Pending,
+    /// Payments has not decided; asked again in this long.
+    Pending(Duration),
 }
 
 impl OrderLifecycle {
@@ -65,7 +72,10 @@ impl OrderLifecycle {
             PaymentStep::Charge => match self.charge(payments, owner, id).await? {
                 Charged::Now(lease) => Some(lease),
                 Charged::Before => None,
-                Charged::Pending => return Ok(Paid::Pending(self.repo.get(owner, id).await?)),
+                Charged::Pending(retry_in) => {
+                    let order = self.repo.get(owner, id).await?;
+                    return Ok(Paid::Pending { order, retry_in });
+                }
             },
             _ => None,
         };
@@ -111,11 +121,14 @@ impl OrderLifecycle {
                 Err(LifecycleError::Declined { payment_id })
             }
             Verdict::Pending(payment_id) => {
-                self.keep_open(&claim, AttemptState::Pending, Some(payment_id), 0)
+                let retry_ms = self
+                    .keep_open(&claim, AttemptState::Pending, Some(payment_id), 0)
                     .await?;
-                Ok(Charged::Pending)
+                let retry_in = Duration::from_millis(u64::try_from(retry_ms).unwrap_or(0));
+                Ok(Charged::Pending(retry_in))
             }
             Verdict::Lost(error) => Err(self.charge_lost(&claim, error, 0).await),
+            Verdict::KeyExpired => Err(LifecycleError::KeyExpired),
         }
     }
 
@@ -127,6 +140,10 @@ impl OrderLifecycle {
         claim: &ChargeClaim,
     ) -> Verdict {
         let order_id = claim.lease.order_id;
+        if let Some(age) = self.forgotten_key(claim.fresh, claim.key_made) {
+            self.key_expired(claim, age).await;
+            return Verdict::KeyExpired;
+        }
         let verdict = match payments.charge(order_id, claim.key).await {
             Ok(payment) => match payment.status {
                 PaymentStatus::Paid => {
@@ -150,26 +167,59 @@ impl OrderLifecycle {
             Verdict::Declined(_) => "declined",
             Verdict::Pending(_) => "pending",
             Verdict::Lost(error) => error.kind(),
+            // Never asked (see above): nothing to count.
+            Verdict::KeyExpired => return verdict,
         };
         self.metrics
             .upstream_call(Service::Payments.name(), outcome);
         verdict
     }
 
+    /// How old `claim`-like key is, made at `made` and already sent unless
+    /// `fresh`, when that is past what payments remembers.
+    pub(super) fn forgotten_key(
+        &self,
+        fresh: bool,
+        made: time::OffsetDateTime,
+    ) -> Option<Duration> {
+        let age = time::OffsetDateTime::now_utc() - made;
+        let age = Duration::try_from(age).unwrap_or(Duration::ZERO);
+        (!fresh && age >= self.timing.payment_key_ttl).then_some(age)
+    }
+
+    /// The charge `claim` is not sent again under its `age`-old key: the
+    /// order is raised for an operator, and let go.
+    async fn key_expired(&self, claim: &ChargeClaim, age: Duration) {
+        let id = claim.lease.order_id;
+        let why = forgotten_key_reason("charge", age, self.timing.payment_key_ttl);
+        match self.repo.raise_order(id, &why).await {
+            Ok(true) => {
+                self.metrics.reconciled("charge", "needs_attention");
+                tracing::error!(kind = "charge", %id, attempt = %claim.key, why,
+                    "needs attention: an operator must end it");
+            }
+            Ok(false) => {}
+            Err(err) => tracing::error!(kind = "charge", %id, why, error = %err,
+                "needs attention, and could not be raised; will try again"),
+        }
+        self.release(claim.lease).await;
+    }
+
     /// The attempt stays open (pending, or unknown after a lost answer),
-    /// due again after a backoff, and the order is let go.
+    /// due again after a backoff (returned, in ms), and the order is let go.
     pub(super) async fn keep_open(
         &self,
         claim: &ChargeClaim,
         state: AttemptState,
         payment_id: Option<Uuid>,
         tries: u32,
-    ) -> Result<()> {
+    ) -> Result<i64> {
+        let retry_ms = self.timing.retry_ms(tries);
         self.repo
-            .record_open(claim.key, state, payment_id, self.timing.retry_ms(tries))
+            .record_open(claim.key, state, payment_id, retry_ms)
             .await?;
         self.release(claim.lease).await;
-        Ok(())
+        Ok(retry_ms)
     }
 
     /// A charge without an answer. A fresh attempt whose request never
@@ -245,6 +295,19 @@ impl OrderLifecycle {
                     .await?;
                 Err(LifecycleError::PaymentUnsettled { pending: false })
             }
+            Verdict::KeyExpired => Err(LifecycleError::KeyExpired),
         }
     }
+}
+
+/// Why a `kind` ("charge" or "refund") sent under an `age`-old key waits
+/// for an operator.
+pub(super) fn forgotten_key_reason(kind: &str, age: Duration, ttl: Duration) -> String {
+    format!(
+        "its key is {} s old, past PAYMENT_KEY_TTL_SECS ({} s): payments may have forgotten \
+         it and would take it for a new {kind}; ask payments what became of it, then end \
+         the item",
+        age.as_secs(),
+        ttl.as_secs()
+    )
 }

@@ -74,6 +74,11 @@ pub enum LifecycleError {
     /// cannot change until it is settled.
     #[error("a payment of the order is not settled")]
     PaymentUnsettled { pending: bool },
+    /// The order's open charge was sent under a key payments may have
+    /// forgotten (`PAYMENT_KEY_TTL_SECS`): it is not sent again, and waits
+    /// for an operator.
+    #[error("the key of the order's open charge is past what payments remembers")]
+    KeyExpired,
     /// The kitchen can no longer drop the order's schedule.
     #[error("the kitchen refused to cancel")]
     KitchenRefused,

@@ -63,6 +63,10 @@ pub struct Timing {
     /// Age past which an open item is no longer retried: it needs an
     /// operator.
     pub needs_attention_after: Duration,
+    /// How long payments remembers an idempotency key: a key older than
+    /// this that was sent before is never sent again (payments could take
+    /// it for a new charge or refund).
+    pub payment_key_ttl: Duration,
 }
 
 impl Timing {

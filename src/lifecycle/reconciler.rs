@@ -335,6 +335,7 @@ impl OrderLifecycle {
                 .await
                 .map_err(|err| err.to_string())
                 .and(Err(error.to_string())),
+            Verdict::KeyExpired => return,
         };
         if let Err(why) = outcome {
             self.still_open(
@@ -454,6 +455,18 @@ impl OrderLifecycle {
         let Ok(payments) = self.payments() else {
             return;
         };
+        let open = OpenItem::Refund {
+            key: item.key,
+            order_id: item.order_id,
+        };
+        // A refund tried before under a key payments may have forgotten is
+        // not sent again: it could refund twice.
+        if let Some(age) = self.forgotten_key(item.tries == 0, item.created) {
+            let why =
+                super::charge::forgotten_key_reason("refund", age, self.timing.payment_key_ttl);
+            self.needs_attention("refund", open, &why).await;
+            return;
+        }
         let retry_ms = self.timing.retry_ms(item.tries);
         let mut refused = None;
         let (outcome, failure) = match payments.refund(item.payment_id, item.key).await {
@@ -491,10 +504,6 @@ impl OrderLifecycle {
             }
         };
         let recorded = self.repo.record_refund(&item, outcome).await;
-        let open = OpenItem::Refund {
-            key: item.key,
-            order_id: item.order_id,
-        };
         if let Some(why) = refused {
             self.needs_attention("refund", open, &why).await;
             return;

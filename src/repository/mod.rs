@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use self::codec::{Id, Time};
 use self::outbox::record_event;
-use self::rows::{ItemRow, KeyRow, StatusRow};
+use self::rows::{ItemRow, KeyRow, MoneyRow, StatusRow};
 use crate::db::{Database, WorkError};
 use crate::domain::order::now_micros;
 use crate::domain::{EventKind, NewOrder, Order, OrderId, OrderItems, OrderStatus};
@@ -175,6 +175,7 @@ fn new_order(order: &NewOrder) -> Order {
         created: now_micros(),
         status: OrderStatus::Created,
         items: order.items.clone(),
+        payment: None,
     }
 }
 
@@ -302,7 +303,8 @@ impl OrdersRepository {
         // The first statement writes, so the transaction takes SQLite's write
         // lock at once instead of upgrading a read lock (which can deadlock);
         // on PostgreSQL it locks the order's row.
-        let Time(created) = on_backend!(&self.db, transaction, async |tx| {
+        let money = sql::money(self.db.is_postgres());
+        let (Time(created), payment) = on_backend!(&self.db, transaction, async |tx| {
             let created: Option<Time> = sqlx::query_scalar(sql::TOUCH_CREATED)
                 .bind(Id(id))
                 .bind(owner)
@@ -318,13 +320,19 @@ impl OrdersRepository {
                 .await?;
             tx.insert_items(id, &order.items).await?;
             record_event!(self, tx, id, EventKind::Updated);
-            Ok(created)
+            // A `created` order may have had charges declined.
+            let money: MoneyRow = sqlx::query_as(money)
+                .bind(Id(id))
+                .fetch_one(&mut *tx)
+                .await?;
+            Ok((created, money.payment()))
         })?;
         Ok(Order {
             id,
             created,
             status: OrderStatus::Created,
             items: order.items.clone(),
+            payment,
         })
     }
 
@@ -396,9 +404,11 @@ impl OrdersRepository {
         Err(RepositoryError::Busy)
     }
 
-    /// Deletes idempotency keys that expired before `now`.
+    /// Deletes the idempotency keys (of creates, pays and cancels) that
+    /// expired before `now`.
     pub async fn purge_expired_keys(&self, now: OffsetDateTime) -> Result<u64> {
-        execute!(&self.db, sql::PURGE_KEYS; Time(now))
+        let creates = execute!(&self.db, sql::PURGE_KEYS; Time(now))?;
+        Ok(creates + self.purge_expired_action_keys(now).await?)
     }
 
     /// The highest applied migration, or `None` before the first one.
@@ -426,9 +436,11 @@ impl OrdersRepository {
 }
 
 // After the macros above, which they use.
+mod action_keys;
 mod outbox;
 mod steps;
 
+pub use action_keys::{ActionKey, KeyedAction};
 pub use outbox::PendingEvent;
 pub use steps::{
     AttemptState, Backlog, ChargeClaim, Claimed, DueAttempt, DueOrder, DueRefund, Lease,

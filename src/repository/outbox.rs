@@ -19,7 +19,8 @@ use super::codec::{Id, Time};
 use super::rows::{self, ItemRow, row};
 use super::{OrdersRepository, RepositoryError, Result, sqlite};
 use crate::db::Database;
-use crate::domain::{EventKind, Order, OrderId};
+use crate::domain::order::now_micros;
+use crate::domain::{EventKind, Order, OrderId, PaymentStatus};
 
 /// The next sequence number of order `$1`'s events.
 pub(super) const NEXT_SEQUENCE: &str = "INSERT INTO event_sequences (order_id, last) VALUES ($1, 1) \
@@ -31,22 +32,27 @@ pub(super) const INSERT_EVENT: &str = "INSERT INTO outbox (id, order_id, sequenc
      SELECT $1, $2, $3, $4, now, $5, $6 FROM clock";
 
 /// The order as `GET /orders/{id}` shows it, read inside the change.
-pub(super) const SNAPSHOT: &str = "SELECT o.id, o.created, o.status, i.product, i.size, i.quantity \
-     FROM orders o JOIN order_items i ON i.order_id = o.id \
-     WHERE o.id = $1 ORDER BY i.position";
+/// (Its money columns are read and left: the event tells money its own way,
+/// see [`MONEY`].) Both backends read the latest charge through SQLite's
+/// form of the join, which PostgreSQL runs as well.
+pub(super) const SNAPSHOT: &str = super::sql::SNAPSHOT;
 
-/// What the data tells beside the order: its charge and refund, why it was
-/// cancelled, why it waits for an operator. A refund outlives its order.
+/// What the data tells beside the order: the id of its charge, why it was
+/// cancelled, why it waits for an operator; and, once the order is
+/// deleted, its refund (which outlives it).
 pub(super) const MONEY: &str = "SELECT o.payment_id, r.state AS refund_state, \
-     r.attention AS refund_attention, o.cancel_reason, o.attention \
-     FROM orders o LEFT JOIN refunds r ON r.payment_id = o.payment_id WHERE o.id = $1 \
-     UNION ALL SELECT r.payment_id, r.state, r.attention, NULL, NULL FROM refunds r \
+     r.attention AS refund_attention, r.updated AS refund_updated, o.cancel_reason, o.attention \
+     FROM orders o LEFT JOIN refunds r ON r.order_id = o.id AND r.payment_id = o.payment_id WHERE o.id = $1 \
+     UNION ALL SELECT r.payment_id, r.state, r.attention, \
+         CASE WHEN r.attention IS NOT NULL THEN r.attention_since ELSE r.updated END, NULL, NULL \
+     FROM refunds r \
      WHERE r.order_id = $1 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = $1)";
 
 row!(MoneyRow {
     payment_id: Option<Id>,
     refund_state: Option<String>,
     refund_attention: Option<String>,
+    refund_updated: Option<Time>,
     cancel_reason: Option<String>,
     attention: Option<String>,
 });
@@ -92,6 +98,9 @@ pub(super) use record_event;
 
 /// The order's JSON as `GET /orders/{id}` shows it.
 pub(super) fn order_json(order: &Order) -> Value {
+    let payment = order
+        .payment
+        .map(|payment| payment_json(payment.status, payment.updated));
     let items: Vec<Value> = order
         .items
         .as_slice()
@@ -109,13 +118,22 @@ pub(super) fn order_json(order: &Order) -> Value {
         "created": order.created.format(&Rfc3339).unwrap_or_default(),
         "status": order.status.as_str(),
         "order": items,
+        "payment": payment,
     })
 }
 
-/// The data of an event: the order after the change, with its charge and
-/// refund (`payment`), the reason it was cancelled and, for
-/// `order.needs_attention`, why. A refund delivered after its order was
-/// deleted tells the order's id and the payment only.
+fn payment_json(status: PaymentStatus, updated: OffsetDateTime) -> Value {
+    json!({
+        "status": status.as_str(),
+        "updated": updated.format(&Rfc3339).unwrap_or_default(),
+    })
+}
+
+/// The data of an event: the order after the change as a read shows it
+/// (its `payment` too, with the payment's `id` once a charge went
+/// through), the reason it was cancelled and, for `order.needs_attention`,
+/// why. A refund delivered after its order was deleted tells the order's
+/// id and the payment only.
 pub(super) fn data(
     id: OrderId,
     kind: EventKind,
@@ -142,15 +160,18 @@ pub(super) fn data(
     };
     if let Some(row) = row {
         if let Some(Id(payment_id)) = row.payment_id {
-            let status = match row.refund_state.as_deref() {
-                None => "paid",
-                Some("refunded") => "refunded",
-                Some(_) => "refund_pending",
-            };
-            object.insert(
-                "payment".into(),
-                json!({ "id": payment_id, "status": status }),
-            );
+            if !object.contains_key("payment") {
+                // The order is gone; its refund tells the money.
+                let raised = row.refund_attention.is_some();
+                let status =
+                    PaymentStatus::from_states(Some("paid"), row.refund_state.as_deref(), raised)
+                        .unwrap_or(PaymentStatus::Paid);
+                let updated = row.refund_updated.map_or_else(now_micros, |Time(at)| at);
+                object.insert("payment".into(), payment_json(status, updated));
+            }
+            if let Some(payment) = object.get_mut("payment").and_then(Value::as_object_mut) {
+                payment.insert("id".into(), json!(payment_id));
+            }
         }
         if let Some(reason) = row.cancel_reason {
             object.insert("cancel_reason".into(), reason.into());

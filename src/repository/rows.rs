@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use super::RepositoryError;
 use super::codec::{Id, Time};
-use crate::domain::{Order, OrderItem, OrderItems, OrderStatus, Product, Quantity, Size};
+use crate::domain::{
+    Order, OrderItem, OrderItems, OrderStatus, Payment, PaymentStatus, Product, Quantity, Size,
+};
 
 /// A struct whose fields are read from the columns of the same names, with
 /// a `FromRow` for the rows of any backend that decodes those field types.
@@ -32,9 +34,10 @@ macro_rules! row {
     };
 }
 
-/// One row of an order joined with one of its items, read by position:
-/// `sql::GET`, `sql::GET_SQLITE` and the lists select exactly these columns
-/// in this order (a lookup by name compares every column's name).
+/// One row of an order joined with one of its items and its money, read by
+/// position: `sql::GET`, `sql::GET_SQLITE` and the lists select exactly
+/// these columns in this order (a lookup by name compares every column's
+/// name).
 pub struct ItemRow {
     pub id: Id,
     pub created: Time,
@@ -42,6 +45,58 @@ pub struct ItemRow {
     pub product: String,
     pub size: String,
     pub quantity: i32,
+    pub money: MoneyRow,
+}
+
+/// An order's money as `sql::money_columns!` selects it.
+pub struct MoneyRow {
+    pub attempt_state: Option<String>,
+    pub refund_state: Option<String>,
+    pub raised: Option<bool>,
+    pub updated: Option<Time>,
+}
+
+impl MoneyRow {
+    /// The money columns of `row`, from column `first` on.
+    fn read<'r, R: ::sqlx::Row>(row: &'r R, first: usize) -> Result<Self, sqlx::Error>
+    where
+        usize: ::sqlx::ColumnIndex<R>,
+        Time: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
+        String: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
+        bool: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
+    {
+        Ok(Self {
+            attempt_state: row.try_get(first)?,
+            refund_state: row.try_get(first + 1)?,
+            raised: row.try_get(first + 2)?,
+            updated: row.try_get(first + 3)?,
+        })
+    }
+
+    /// What a read of the order says of its money.
+    pub fn payment(&self) -> Option<Payment> {
+        let status = PaymentStatus::from_states(
+            self.attempt_state.as_deref(),
+            self.refund_state.as_deref(),
+            self.raised == Some(true),
+        )?;
+        Some(Payment {
+            status,
+            updated: self.updated?.0,
+        })
+    }
+}
+
+impl<'r, R: ::sqlx::Row> ::sqlx::FromRow<'r, R> for MoneyRow
+where
+    usize: ::sqlx::ColumnIndex<R>,
+    Time: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
+    String: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
+    bool: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Self::read(row, 0)
+    }
 }
 
 impl<'r, R: ::sqlx::Row> ::sqlx::FromRow<'r, R> for ItemRow
@@ -51,6 +106,7 @@ where
     Time: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
     String: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
     i32: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
+    bool: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
 {
     fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
         Ok(Self {
@@ -60,6 +116,7 @@ where
             product: row.try_get(3)?,
             size: row.try_get(4)?,
             quantity: row.try_get(5)?,
+            money: MoneyRow::read(row, 6)?,
         })
     }
 }
@@ -79,7 +136,14 @@ row!(
 /// Groups consecutive rows of the same order, keeping row order (the queries
 /// sort by order, then item position).
 pub fn assemble(rows: Vec<ItemRow>) -> Result<Vec<Order>, RepositoryError> {
-    let mut orders: Vec<(Uuid, OffsetDateTime, OrderStatus, Vec<OrderItem>)> = Vec::new();
+    type Assembled = (
+        Uuid,
+        OffsetDateTime,
+        OrderStatus,
+        Option<Payment>,
+        Vec<OrderItem>,
+    );
+    let mut orders: Vec<Assembled> = Vec::new();
     for row in rows {
         let item = OrderItem {
             product: Product::parse(row.product).map_err(corrupt)?,
@@ -87,18 +151,25 @@ pub fn assemble(rows: Vec<ItemRow>) -> Result<Vec<Order>, RepositoryError> {
             quantity: Quantity::parse(i128::from(row.quantity)).map_err(corrupt)?,
         };
         match orders.last_mut() {
-            Some((id, _, _, items)) if *id == row.id.0 => items.push(item),
-            _ => orders.push((row.id.0, row.created.0, status(&row.status)?, vec![item])),
+            Some((id, _, _, _, items)) if *id == row.id.0 => items.push(item),
+            _ => orders.push((
+                row.id.0,
+                row.created.0,
+                status(&row.status)?,
+                row.money.payment(),
+                vec![item],
+            )),
         }
     }
     orders
         .into_iter()
-        .map(|(id, created, status, items)| {
+        .map(|(id, created, status, payment, items)| {
             Ok(Order {
                 id,
                 created,
                 status,
                 items: OrderItems::parse(items).map_err(corrupt)?,
+                payment,
             })
         })
         .collect()

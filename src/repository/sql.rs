@@ -2,25 +2,138 @@
 //! except the reads of one order and of a page, which PostgreSQL joins to
 //! their items through `LATERAL` (see [`GET`]).
 
-/// One order with its items, in their original order, on PostgreSQL. The
+/// The columns of an order's money beside its own, for `rows::ItemRow`:
+/// its latest charge's state (`a`), the state of the refund of its charge
+/// (`r`), whether an operator was called for the open one of them, and
+/// when that last changed. `$o` is the order's alias.
+#[rustfmt::skip]
+macro_rules! money_columns {
+    ($o:literal) => {
+        concat!(
+            "a.state, r.state, CASE WHEN r.key IS NOT NULL THEN r.attention IS NOT NULL ",
+            "ELSE ", open_charge_raised!($o), " END, ",
+            "CASE WHEN r.attention IS NOT NULL THEN r.attention_since ",
+            "WHEN r.key IS NOT NULL THEN r.updated ",
+            "WHEN ", open_charge_raised!($o), " THEN ", $o, ".attention_since ",
+            "ELSE a.updated END "
+        )
+    };
+}
+
+/// Whether order `$o`'s open charge (`a`) waits for an operator: the order
+/// was raised in its current status (a raise lapses once the order moves
+/// on) while its latest charge is open.
+#[rustfmt::skip]
+macro_rules! open_charge_raised {
+    ($o:literal) => {
+        concat!(
+            "(", $o, ".attention IS NOT NULL AND ", $o, ".attention_status = ", $o, ".status ",
+            "AND a.state IN ('unknown', 'pending'))"
+        )
+    };
+}
+
+/// How an order `$o` joins its latest charge (`a`, through the index on
+/// (order_id, created)) and the refund of its charge (`r`). PostgreSQL
+/// takes the latest charge through `LATERAL`; SQLite, which has none,
+/// through a subquery on the key (it joins by nested loops anyway).
+macro_rules! money_join {
+    (postgres, $o:literal) => {
+        concat!(
+            "LEFT JOIN LATERAL (SELECT state, updated FROM payment_attempts ",
+            "WHERE order_id = ",
+            $o,
+            ".id ORDER BY created DESC LIMIT 1) a ON TRUE ",
+            "LEFT JOIN refunds r ON r.order_id = ",
+            $o,
+            ".id AND r.payment_id = ",
+            $o,
+            ".payment_id "
+        )
+    };
+    (sqlite, $o:literal) => {
+        concat!(
+            "LEFT JOIN payment_attempts a ON a.key = (SELECT key FROM payment_attempts ",
+            "WHERE order_id = ",
+            $o,
+            ".id ORDER BY created DESC, key DESC LIMIT 1) ",
+            "LEFT JOIN refunds r ON r.order_id = ",
+            $o,
+            ".id AND r.payment_id = ",
+            $o,
+            ".payment_id "
+        )
+    };
+}
+
+/// How an order or a page (alias `$o`) joins its items (`i`) on each
+/// backend: see [`GET`] and [`GET_SQLITE`] for why they differ.
+macro_rules! items_join {
+    (postgres, $o:literal) => {
+        concat!(
+            "CROSS JOIN LATERAL (SELECT position, product, size, quantity ",
+            "FROM order_items WHERE order_id = ",
+            $o,
+            ".id ORDER BY position) i "
+        )
+    };
+    (sqlite, $o:literal) => {
+        concat!("JOIN order_items i ON i.order_id = ", $o, ".id ")
+    };
+}
+
+/// One order (`o`) with its items, in their original order, and its money,
+/// found by `$where`.
+macro_rules! one_order {
+    ($backend:ident, $where:literal) => {
+        concat!(
+            "SELECT o.id, o.created, o.status, i.product, i.size, i.quantity, ",
+            money_columns!("o"),
+            "FROM orders o ",
+            money_join!($backend, "o"),
+            items_join!($backend, "o"),
+            $where,
+            " ORDER BY i.position"
+        )
+    };
+}
+
+/// One order of an owner with its items and its money, on PostgreSQL. The
 /// items come from a `LATERAL` subquery on the order's id: a join that can
 /// only run as a nested loop, one index walk of `order_items` per order,
-/// whatever the statistics say. A plain join lets the planner hash the whole
-/// table instead, and it does when the table has not been analyzed yet (its
-/// default guess is hundreds of items an order).
-pub const GET: &str = "SELECT o.id, o.created, o.status, i.product, i.size, i.quantity \
-     FROM orders o CROSS JOIN LATERAL (SELECT position, product, size, quantity \
-         FROM order_items WHERE order_id = o.id ORDER BY position) i \
-     WHERE o.id = $1 AND o.owner = $2 \
-     ORDER BY i.position";
+/// whatever the statistics say. A plain join lets the planner hash the
+/// whole table instead, and it does when the table has not been analyzed
+/// yet (its default guess is hundreds of items an order).
+pub const GET: &str = one_order!(postgres, "WHERE o.id = $1 AND o.owner = $2");
 
 /// [`GET`] on SQLite, which has no `LATERAL` and needs none: it only joins
 /// by nested loops, and without statistics it takes an index to be
 /// selective, so a plain join walks `order_items`' primary key.
-pub const GET_SQLITE: &str = "SELECT o.id, o.created, o.status, i.product, i.size, i.quantity \
-     FROM orders o JOIN order_items i ON i.order_id = o.id \
-     WHERE o.id = $1 AND o.owner = $2 \
-     ORDER BY i.position";
+pub const GET_SQLITE: &str = one_order!(sqlite, "WHERE o.id = $1 AND o.owner = $2");
+
+/// One order with its items and money, by id alone, on either backend
+/// (PostgreSQL runs SQLite's form as well): what an event tells of the
+/// order it changed (see `outbox`).
+pub const SNAPSHOT: &str = one_order!(sqlite, "WHERE o.id = $1");
+
+/// The money of order `$1` alone (see `money_columns!`), for a change
+/// that answers with the order it wrote.
+pub const MONEY: [&str; 2] = [
+    concat!(
+        "SELECT ",
+        money_columns!("o"),
+        "FROM orders o ",
+        money_join!(postgres, "o"),
+        "WHERE o.id = $1"
+    ),
+    concat!(
+        "SELECT ",
+        money_columns!("o"),
+        "FROM orders o ",
+        money_join!(sqlite, "o"),
+        "WHERE o.id = $1"
+    ),
+];
 
 /// Why a conditional change touched nothing: the status, whether a request
 /// holds a live lease on the order, and whether a payment of it has an
@@ -34,30 +147,21 @@ pub const DELETE_ITEMS: &str = "DELETE FROM order_items WHERE order_id = $1";
 
 pub const SCHEMA_VERSION: &str = "SELECT MAX(version) FROM refinery_schema_history";
 
-/// How a page (`p`) joins its items (`i`) on each backend: see [`GET`] and
-/// [`GET_SQLITE`] for why they differ.
-macro_rules! items_join {
-    (postgres) => {
-        "CROSS JOIN LATERAL (SELECT position, product, size, quantity \
-         FROM order_items WHERE order_id = p.id ORDER BY position) i "
-    };
-    (sqlite) => {
-        "JOIN order_items i ON i.order_id = p.id "
-    };
-}
-
 /// A page of orders with all their items in one statement: `$1` owner,
 /// `$2` page size (plus one), `$3`/`$4` the cursor's (created, id).
 macro_rules! list {
     ($backend:ident, $filter:literal, $after:literal) => {
         concat!(
-            "WITH page AS (SELECT id, created, status FROM orders WHERE owner = $1",
+            "WITH page AS (SELECT id, created, status, payment_id, attention, attention_status, attention_since ",
+            "FROM orders WHERE owner = $1",
             $filter,
             $after,
             " ORDER BY created DESC, id DESC LIMIT $2) ",
-            "SELECT p.id, p.created, p.status, i.product, i.size, i.quantity ",
+            "SELECT p.id, p.created, p.status, i.product, i.size, i.quantity, ",
+            money_columns!("p"),
             "FROM page p ",
-            items_join!($backend),
+            money_join!($backend, "p"),
+            items_join!($backend, "p"),
             "ORDER BY p.created DESC, p.id DESC, i.position"
         )
     };
@@ -104,6 +208,11 @@ pub fn list(postgres: bool, filter: super::ListFilter, has_cursor: bool) -> &'st
     };
     let shapes = if postgres { &LIST } else { &LIST_SQLITE };
     shapes[row][usize::from(has_cursor)]
+}
+
+/// [`MONEY`] for PostgreSQL (`postgres`) or SQLite.
+pub fn money(postgres: bool) -> &'static str {
+    MONEY[usize::from(!postgres)]
 }
 
 /// [`GET`] or [`GET_SQLITE`].

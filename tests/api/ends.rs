@@ -5,12 +5,12 @@
 //! and cancelled), on both backends, against the fakes.
 
 use orders_service::config::DatabaseUrl;
-use orders_service::repository::codec::Id;
+use orders_service::repository::codec::{Id, Time};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::fakes::{Fault, REFUSAL};
-use crate::faults::{cancel, eventually, money_is_accounted_for, pay, spawn, wired};
+use crate::faults::{cancel, eventually, money_is_accounted_for, pay, payment_of, spawn, wired};
 use crate::helpers::{Backend, TestApp, assert_detail, spawn_on};
 
 /// Kitchen failures after which the schedule may have been made, and what
@@ -180,6 +180,7 @@ async fn a_refund_payments_refuses_needs_attention_at_once(backend: Backend) {
     assert_eq!(fake.refund_calls(), calls, "no longer sent");
     assert_eq!(fake.refunds_of(id), 0);
     assert_eq!(fake.charges_of(id), 1);
+    assert_eq!(payment_of(&app, id).await["status"], "needs_attention");
     let text = metrics(&app).await;
     assert!(
         text.contains(
@@ -187,6 +188,52 @@ async fn a_refund_payments_refuses_needs_attention_at_once(backend: Backend) {
         ),
         "{text}"
     );
+}
+
+/// Payments forgets keys (`PAYMENT_KEY_TTL_SECS`): a charge, and a refund,
+/// sent before under a key older than that is never sent again (payments
+/// could take it for a new one). Neither the customer's retry nor the
+/// reconciler sends it; it waits for an operator, and reads say so.
+async fn a_key_payments_may_have_forgotten_is_never_sent_again(backend: Backend) {
+    let (app, fake) = spawn(backend, Some("100")).await;
+    let long_ago = Time(time::OffsetDateTime::now_utc() - time::Duration::days(2));
+    // A charge whose answer was lost two days ago.
+    let charged = app.create_latte().await;
+    fake.fail_charges(&[Fault::Reset; 10_000]);
+    assert_eq!(pay(&app, charged).await.status(), 502);
+    on_test_db!(&app.db.url, "UPDATE payment_attempts SET created = $2 WHERE order_id = $1";
+        Id(charged), long_ago);
+    let calls = fake.charge_calls();
+    let detail = assert_detail(pay(&app, charged).await, 409).await;
+    assert!(detail.contains("waits for an operator"), "{detail}");
+    assert_eq!(fake.charge_calls(), calls, "the old key is not sent");
+    let why = order_attention(&app, charged).await.unwrap();
+    assert!(why.contains("PAYMENT_KEY_TTL_SECS"), "{why}");
+    // A refund tried once, two days ago.
+    let refunded = app.create_latte().await;
+    fake.heal();
+    assert_eq!(pay(&app, refunded).await.status(), 200);
+    let calls = fake.charge_calls();
+    fake.fail_refunds(&[Fault::Unavailable; 10_000]);
+    assert_eq!(cancel(&app, refunded).await.status(), 200);
+    eventually("a refund tried", async || fake.refund_calls() > 0).await;
+    on_test_db!(&app.db.url, "UPDATE refunds SET created = $2, next_try = created WHERE order_id = $1";
+        Id(refunded), long_ago);
+    eventually("the refund raised", async || {
+        refund_attention(&app, refunded).await.is_some()
+    })
+    .await;
+    let refund_calls = fake.refund_calls();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(fake.refund_calls(), refund_calls, "no longer sent");
+    assert_eq!(
+        fake.charge_calls(),
+        calls,
+        "nor the charge, by the reconciler"
+    );
+    for id in [charged, refunded] {
+        assert_eq!(payment_of(&app, id).await["status"], "needs_attention");
+    }
 }
 
 /// Each kind of item that stays unsettled past `NEEDS_ATTENTION_AFTER_MS`
@@ -219,6 +266,16 @@ async fn every_kind_unsettled_past_the_bound_needs_attention(backend: Backend) {
             && order_attention(&app, following).await.is_some()
     })
     .await;
+    // Reads tell whose money waits for an operator: the charge and the
+    // refund's, not the kitchen's (that order's money is paid).
+    for (id, money) in [
+        (charging, "needs_attention"),
+        (refunding, "needs_attention"),
+        (scheduling, "paid"),
+        (following, "paid"),
+    ] {
+        assert_eq!(payment_of(&app, id).await["status"], money);
+    }
     let text = metrics(&app).await;
     for kind in ["charge", "refund", "schedule", "kitchen"] {
         let raised = format!(
@@ -329,6 +386,7 @@ both_backends!(
     the_reconciler_leases_one_item_at_a_time,
     a_poisoned_item_does_not_stop_the_others,
     a_refund_payments_refuses_needs_attention_at_once,
+    a_key_payments_may_have_forgotten_is_never_sent_again,
     every_kind_unsettled_past_the_bound_needs_attention,
     a_kitchen_refusal_cancels_the_order_and_refunds_it,
     a_kitchen_in_doubt_is_asked_before_any_refund,

@@ -292,9 +292,15 @@ async fn shows_as_read(app: &TestApp, received: &Received) {
         .json()
         .await
         .unwrap();
-    for field in ["id", "created", "order"] {
+    for field in ["id", "created", "status", "order"] {
         assert_eq!(received.event["data"][field], read[field], "{field}");
     }
+    // The money as the read tells it, with the payment's id besides.
+    let mut payment = received.event["data"]["payment"].clone();
+    if let Some(payment) = payment.as_object_mut() {
+        payment.remove("id");
+    }
+    assert_eq!(payment, read["payment"], "payment");
 }
 
 /// Every change of an order, in its order: created, updated, paid, in

@@ -175,18 +175,21 @@ mod tests {
         "order.needs_attention",
     ];
 
+    const UPDATED: &str = "2026-12-05T09:31:00.250Z";
+
     fn order(status: &str) -> Value {
         json!({
             "id": ORDER_ID,
             "created": "2026-12-05T09:30:00.120Z",
             "status": status,
             "order": [{"product": "cappuccino", "size": "big", "quantity": 2}],
+            "payment": null,
         })
     }
 
     fn paid_order(status: &str, payment_status: &str) -> Value {
         let mut order = order(status);
-        order["payment"] = json!({"id": PAYMENT_ID, "status": payment_status});
+        order["payment"] = json!({"id": PAYMENT_ID, "status": payment_status, "updated": UPDATED});
         order
     }
 
@@ -295,11 +298,14 @@ mod tests {
 
     #[test]
     fn a_refund_of_a_deleted_order_carries_only_its_id_and_payment() {
-        let refunded = json!({"id": ORDER_ID, "payment": {"id": PAYMENT_ID, "status": "refunded"}});
+        let refunded = json!({"id": ORDER_ID, "payment":
+            {"id": PAYMENT_ID, "status": "refunded", "updated": UPDATED}});
         check("order.refunded", &event("order.refunded", refunded)).expect("valid");
+        let undated = json!({"id": ORDER_ID, "payment": {"id": PAYMENT_ID, "status": "refunded"}});
+        refused("order.refunded", &event("order.refunded", undated), "/data");
 
-        let pending =
-            json!({"id": ORDER_ID, "payment": {"id": PAYMENT_ID, "status": "refund_pending"}});
+        let pending = json!({"id": ORDER_ID, "payment":
+            {"id": PAYMENT_ID, "status": "refund_pending", "updated": UPDATED}});
         refused("order.refunded", &event("order.refunded", pending), "/data");
         let still_owed = paid_order("cancelled", "refund_pending");
         refused(

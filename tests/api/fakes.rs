@@ -95,6 +95,9 @@ struct PaymentsState {
     charges: HashMap<String, Charge>,
     /// Answers for new keys, in turn; `paid` when empty.
     verdicts: VecDeque<&'static str>,
+    /// The payment id of every new charge, when set (a payments service
+    /// that reuses ids); a fresh one each otherwise.
+    payment_id: Option<Uuid>,
     /// How many asks a pending charge needs before it settles.
     pending_asks: u32,
     /// What a pending charge settles to.
@@ -166,6 +169,11 @@ impl Fake {
     /// `invalid` or `pending`).
     pub fn verdicts(&self, verdicts: &[&'static str]) {
         self.with(|s| s.payments.verdicts.extend(verdicts));
+    }
+
+    /// Every new charge is answered with this payment id.
+    pub fn payment_ids(&self, id: Uuid) {
+        self.with(|s| s.payments.payment_id = Some(id));
     }
 
     /// A pending charge settles to `to` once asked `asks` more times.
@@ -479,9 +487,10 @@ fn charge(payments: &mut PaymentsState, key: String, body: &Value) -> Reply {
         .unwrap_or_default();
     let (pending_asks, settles_to) = (payments.pending_asks, payments.settles_to);
     let verdict = payments.verdicts.pop_front().unwrap_or("paid");
+    let payment_id = payments.payment_id.unwrap_or_else(Uuid::new_v4);
     let charge = payments.charges.entry(key).or_insert_with(|| Charge {
         order_id,
-        payment_id: Uuid::new_v4(),
+        payment_id,
         status: verdict,
         asks: 0,
     });

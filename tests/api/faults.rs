@@ -75,6 +75,17 @@ pub(crate) async fn reaches(app: &TestApp, id: Uuid, status: &str) {
     .await;
 }
 
+/// The order's `payment` as a read shows it.
+pub(crate) async fn payment_of(app: &TestApp, id: Uuid) -> Value {
+    let order: Value = app
+        .get(&format!("/orders/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    order["payment"].clone()
+}
+
 /// The money rule: a charge is accounted for by an order that is paid for
 /// (`paid`, `progress`, `dispatched`) or by exactly one refund.
 pub(crate) async fn money_is_accounted_for(app: &TestApp, fake: &Fake, id: Uuid) {
@@ -584,8 +595,8 @@ async fn a_drain_that_runs_out_still_stops_in_order() {
         &[
             ("UPSTREAM_TIMEOUT_MS", "100"),
             ("DB_ACQUIRE_TIMEOUT_MS", "100"),
-            ("REQUEST_TIMEOUT_MS", "500"),
-            ("SHUTDOWN_TIMEOUT_MS", "500"),
+            ("REQUEST_TIMEOUT_MS", "1500"),
+            ("SHUTDOWN_TIMEOUT_MS", "1500"),
         ],
     )
     .await;

@@ -4,6 +4,7 @@
 #[macro_use]
 mod helpers;
 
+mod action_keys;
 mod auth;
 mod database_roles;
 mod database_tls;

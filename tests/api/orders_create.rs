@@ -19,10 +19,11 @@ async fn create_returns_201_with_location_and_the_order(backend: Backend) {
     let keys: Vec<_> = order.as_object().unwrap().keys().cloned().collect();
     assert_eq!(
         keys.len(),
-        4,
-        "exactly id, created, status, order: {keys:?}"
+        5,
+        "exactly id, created, status, order, payment: {keys:?}"
     );
     assert_eq!(order["status"], "created");
+    assert_eq!(order["payment"], Value::Null, "nothing charged yet");
     assert_eq!(
         order["order"],
         json!([

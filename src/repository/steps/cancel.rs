@@ -55,12 +55,14 @@ const CANCEL_HELD: &str = "UPDATE orders SET status = 'cancelled', payment_id = 
      WHERE id = $1 AND status = $2 AND claimed_until = $3 \
      RETURNING payment_id";
 
-/// A refund owed for the charge `$2`, once per charge: a second cancel path
-/// reaching the same charge finds it owed already. (`WHERE TRUE` keeps
+/// A refund owed for the charge `$2` of order `$3`, once per (order,
+/// charge): a second cancel path reaching the same charge finds it owed
+/// already, and another order answered with the same payment id owes its
+/// own. (`WHERE TRUE` keeps
 /// SQLite from reading `ON CONFLICT` as part of the `SELECT`.)
 pub(super) const OWE_REFUND: &str = "INSERT INTO refunds (key, payment_id, order_id, state, created, updated, next_try, traceparent) \
      SELECT $1, $2, $3, 'owed', now, now, now, $4 FROM clock WHERE TRUE \
-     ON CONFLICT (payment_id) DO NOTHING";
+     ON CONFLICT (order_id, payment_id) DO NOTHING";
 
 /// The end of every cancellation in its transaction `$tx`: the refund of
 /// the charge `$charged` (an `Option<Id>`, `None` when nothing was charged)

@@ -3,6 +3,7 @@
 //! settles it: a charge whose answer was lost is asked about again under
 //! the same key, so an order is never charged twice, nor charged unseen.
 
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{CLAIM, Lease, lease_lost};
@@ -57,6 +58,9 @@ pub struct ChargeClaim {
     pub key: Uuid,
     /// Made by this claim: nothing was ever sent with it.
     pub fresh: bool,
+    /// When the key was made (database time): payments forgets keys after
+    /// a while, and an old one sent again could be taken for a new charge.
+    pub key_made: OffsetDateTime,
 }
 
 /// The open attempt of an order.
@@ -127,17 +131,18 @@ pub(super) const BEGIN_CHARGE_POSTGRES: &str = "WITH claimed AS ( \
          WHERE id = $1 AND owner = $2 AND status = 'created' \
          AND (claimed_until IS NULL OR claimed_until < (SELECT now FROM clock)) \
          RETURNING id, claimed_until), \
-     open AS (SELECT a.key FROM payment_attempts a JOIN claimed c ON a.order_id = c.id \
+     open AS (SELECT a.key, a.created FROM payment_attempts a JOIN claimed c ON a.order_id = c.id \
          WHERE a.state IN ('unknown', 'pending')), \
      fresh AS (INSERT INTO payment_attempts (key, order_id, state, created, updated, next_try, traceparent) \
          SELECT $4, c.id, 'unknown', k.now, k.now, c.claimed_until, $5 FROM claimed c, clock k \
-         WHERE NOT EXISTS (SELECT 1 FROM open) RETURNING key) \
-     SELECT key, TRUE AS fresh, (SELECT claimed_until FROM claimed) AS claimed_until FROM fresh \
-     UNION ALL SELECT key, FALSE, (SELECT claimed_until FROM claimed) FROM open";
+         WHERE NOT EXISTS (SELECT 1 FROM open) RETURNING key, created) \
+     SELECT key, TRUE AS fresh, created, (SELECT claimed_until FROM claimed) AS claimed_until FROM fresh \
+     UNION ALL SELECT key, FALSE, created, (SELECT claimed_until FROM claimed) FROM open";
 
 row!(ChargeRow {
     key: Id,
     fresh: bool,
+    created: Time,
     claimed_until: Time,
 });
 
@@ -150,6 +155,7 @@ impl ChargeRow {
             },
             key: self.key.0,
             fresh: self.fresh,
+            key_made: self.created.0,
         }
     }
 }
@@ -199,8 +205,8 @@ impl ClaimCharge for sqlx::SqliteConnection {
             .bind(Id(id))
             .fetch_optional(&mut *self)
             .await?;
-        let (key, fresh) = match open {
-            Some(open) => (open.key.0, false),
+        let (key, fresh, key_made) = match open {
+            Some(open) => (open.key.0, false, open.created.0),
             None => {
                 sqlx::query(NEW_ATTEMPT)
                     .bind(Id(new_key))
@@ -209,7 +215,7 @@ impl ClaimCharge for sqlx::SqliteConnection {
                     .bind(origin)
                     .execute(&mut *self)
                     .await?;
-                (new_key, true)
+                (new_key, true, crate::domain::order::now_micros())
             }
         };
         Ok(Some(ChargeClaim {
@@ -219,6 +225,7 @@ impl ClaimCharge for sqlx::SqliteConnection {
             },
             key,
             fresh,
+            key_made,
         }))
     }
 }
@@ -275,6 +282,7 @@ impl OrdersRepository {
                 lease,
                 key: attempt.key.0,
                 fresh: false,
+                key_made: attempt.created.0,
             })),
             None => {
                 self.release(lease).await?;

@@ -367,6 +367,7 @@ impl OrdersRepository {
                                 lease,
                                 key: attempt.key.0,
                                 fresh: false,
+                                key_made: attempt.created.0,
                             },
                             state,
                             created: attempt.created.0,
