@@ -203,6 +203,7 @@ fn lifecycle_status(err: &LifecycleError) -> StatusCode {
         LifecycleError::NothingToResolve(_) => StatusCode::CONFLICT,
         LifecycleError::Refused { .. } | LifecycleError::Busy(_) => StatusCode::CONFLICT,
         LifecycleError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+        LifecycleError::ChargeUnrecorded(err) => storage_status(err),
         LifecycleError::Upstream { error, .. } => upstream_status(error),
         // A charge whose answer was lost after it was sent: 504 when no
         // answer came in time, 502 for any other (a broken connection, a
@@ -251,6 +252,12 @@ fn lifecycle_detail(err: &LifecycleError) -> String {
         LifecycleError::Upstream { service, error } => upstream_detail(*service, error),
         LifecycleError::Declined { payment_id } => {
             format!("the payment was declined (payment {payment_id}); the order was not paid")
+        }
+        LifecycleError::ChargeUnrecorded(_) => {
+            "the charge went through but the service could not record it yet (its database \
+             failed); the order is not unchanged: it is recorded as paid by the \
+             background reconciler, or by paying again, which is safe and never charges twice"
+                .into()
         }
         LifecycleError::ChargeUnknown { error } => format!(
             "{}; whether the charge went through is not known yet: paying again is safe \

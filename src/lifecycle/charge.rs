@@ -100,9 +100,10 @@ impl OrderLifecycle {
                     .repo
                     .record_paid(claim, payment_id, Some(self.timing.lease_ms()))
                     .await
-                    .inspect_err(|err| {
+                    .map_err(|err| {
                         tracing::error!(order_id = %id, %payment_id, attempt = %claim.key, error = %err,
                             "charge went through but could not be recorded; the reconciler will record it");
+                        LifecycleError::ChargeUnrecorded(err)
                     })?;
                 match kept {
                     Some(lease) => Ok(Charged::Now(lease)),

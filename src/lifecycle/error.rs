@@ -66,6 +66,11 @@ pub enum LifecycleError {
         #[source]
         error: UpstreamError,
     },
+    /// The charge went through but could not be recorded: the order is
+    /// not unchanged, and the charge is recorded by the next pay or the
+    /// reconciler (same key, never charged twice).
+    #[error("the charge went through but could not be recorded")]
+    ChargeUnrecorded(#[source] RepositoryError),
     /// Payments answered that the charge was refused.
     #[error("payment {payment_id} was declined")]
     Declined { payment_id: Uuid },

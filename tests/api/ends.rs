@@ -393,6 +393,58 @@ both_backends!(
     a_kitchen_503_is_never_taken_for_not_sent,
 );
 
+/// The database fails between a charge that went through and its record:
+/// pay does not say "unchanged" (payments took the money), it says the
+/// charge is recorded later; the retry records it, charging nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_whose_record_fails_is_not_answered_unchanged() {
+    let db = crate::helpers::TestDatabase::create(Backend::Postgres).await;
+    db.migrate().await;
+    let server = db
+        .url
+        .split('/')
+        .nth(2)
+        .unwrap()
+        .rsplit('@')
+        .next()
+        .unwrap();
+    let proxy = crate::proxy::Proxy::start(server).await;
+    let through =
+        crate::helpers::TestDatabase::unmanaged(db.url.replacen(server, &proxy.address, 1));
+    let fake = crate::fakes::Fake::start().await;
+    let app = spawn_on(through, &wired(&fake, None)).await;
+    let id = app.create_latte().await;
+    fake.fail_charges(&[Fault::Held]);
+    let paying = tokio::spawn({
+        let (client, url) = (app.client.clone(), app.url(&format!("/orders/{id}/pay")));
+        async move { client.post(url).send().await.unwrap() }
+    });
+    eventually("the charge sent", async || fake.charge_calls() == 1).await;
+    proxy.cut();
+    fake.release_held();
+    let answer = paying.await.unwrap();
+    let status = answer.status();
+    let detail = assert_detail(answer, status.as_u16()).await;
+    assert_eq!(status, 503, "{detail}");
+    assert!(detail.contains("not unchanged"), "{detail}");
+    assert!(detail.contains("paying again"), "{detail}");
+    assert_eq!(fake.charges_of(id), 1, "payments took the money");
+    proxy.restore();
+    // Until the failed pay's lease runs out (it could not be given back
+    // while the database was away), a retry is told to retry shortly.
+    eventually("a retried pay to go through", async || {
+        let status = pay(&app, id).await.status();
+        assert!([200, 409, 503].contains(&status.as_u16()), "{status}");
+        status == 200
+    })
+    .await;
+    assert_eq!(fake.charges_of(id), 1);
+    assert_eq!(fake.charge_keys_of(id), 1, "the same key, asked again");
+    assert_eq!(payment_of(&app, id).await["status"], "paid");
+    drop(app);
+    drop(db);
+}
+
 /// SQLite has one writer at a time: concurrent pays and cancels (each a
 /// read then a write in one transaction) wait for each other instead of
 /// failing with "database is locked". No answer is a 5xx, and every charge
