@@ -201,7 +201,7 @@ fn lifecycle_status(err: &LifecycleError) -> StatusCode {
     match err {
         LifecycleError::NotFound | LifecycleError::NothingOpen => StatusCode::NOT_FOUND,
         LifecycleError::NothingToResolve(_) => StatusCode::CONFLICT,
-        LifecycleError::Refused { .. } | LifecycleError::Busy(_) => StatusCode::CONFLICT,
+        LifecycleError::Refused { .. } | LifecycleError::Busy(..) => StatusCode::CONFLICT,
         LifecycleError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
         LifecycleError::ChargeUnrecorded(err) => storage_status(err),
         LifecycleError::Upstream { error, .. } => upstream_status(error),
@@ -236,14 +236,14 @@ fn lifecycle_detail(err: &LifecycleError) -> String {
             action.as_str(),
             status.as_str()
         ),
-        LifecycleError::Busy(Some(activity)) => format!(
+        LifecycleError::Busy(Some(activity), _) => format!(
             "another request is {} this order right now; retry shortly",
             match activity {
                 Activity::Paying => "paying for",
                 Activity::Cancelling => "cancelling",
             }
         ),
-        LifecycleError::Busy(None) => storage_detail(&RepositoryError::Busy),
+        LifecycleError::Busy(None, _) => storage_detail(&RepositoryError::Busy),
         LifecycleError::NotConfigured(service) => format!(
             "{} is not configured: set {}",
             service.name(),
@@ -368,6 +368,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let cause = status.is_server_error().then(|| chain(&self));
+        let holder_left = match &self {
+            ApiError::Lifecycle(LifecycleError::Busy(_, left)) => *left,
+            _ => None,
+        };
         let mut response = (
             status,
             axum::Json(ErrorBody {
@@ -391,6 +395,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(left) = holder_left {
+            // When the order's holder lets go at the latest.
+            let seconds = left.as_millis().div_ceil(1000).max(1) as u64;
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -439,11 +450,11 @@ mod tests {
                 "cannot pay an order that is cancelled",
             ),
             (
-                LifecycleError::Busy(Some(Activity::Paying)).into(),
+                LifecycleError::Busy(Some(Activity::Paying), None).into(),
                 409,
                 "retry shortly",
             ),
-            (LifecycleError::Busy(None).into(), 409, "under way"),
+            (LifecycleError::Busy(None, None).into(), 409, "under way"),
             (
                 LifecycleError::NotConfigured(Service::Kitchen).into(),
                 503,

@@ -41,7 +41,7 @@ impl OrderLifecycle {
                 tracing::info!(order_id = %id, from = state.status.as_str(), "order cancelled");
                 return Ok(self.repo.get(owner, id).await?);
             }
-            if state.busy {
+            if state.busy_for.is_some() {
                 break;
             }
         }

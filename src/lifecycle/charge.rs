@@ -259,7 +259,7 @@ impl OrderLifecycle {
         let payments = self.payments()?;
         let lease_ms = self.timing.lease_ms();
         let Some(claim) = self.repo.claim_open_attempt(owner, id, lease_ms).await? else {
-            return Err(LifecycleError::Busy(Some(Activity::Paying)));
+            return Err(LifecycleError::Busy(Some(Activity::Paying), None));
         };
         match self.ask_payments(payments, &claim).await {
             Verdict::Paid(payment_id) => {
@@ -274,7 +274,7 @@ impl OrderLifecycle {
                     )
                     .await?;
                 if !cancelled {
-                    return Err(LifecycleError::Busy(Some(Activity::Paying)));
+                    return Err(LifecycleError::Busy(Some(Activity::Paying), None));
                 }
                 tracing::warn!(order_id = %id, %payment_id,
                     "the charge went through while the order was being deleted or changed; \

@@ -45,7 +45,8 @@ pub enum LifecycleError {
     /// Another request holds the order; worth retrying shortly. `None` when
     /// only the lease, not its purpose, was seen.
     #[error("another request holds the order")]
-    Busy(Option<Activity>),
+    /// (With how long the holder's lease lasts at most, when known.)
+    Busy(Option<Activity>, Option<std::time::Duration>),
     /// The service the action needs has no URL configured; checked before
     /// anything is sent, so nothing happened.
     #[error("{} is not configured", .0.name())]
@@ -106,7 +107,7 @@ impl From<RepositoryError> for LifecycleError {
     fn from(err: RepositoryError) -> Self {
         match err {
             RepositoryError::NotFound => LifecycleError::NotFound,
-            RepositoryError::Busy | RepositoryError::LeaseLost => LifecycleError::Busy(None),
+            RepositoryError::Busy | RepositoryError::LeaseLost => LifecycleError::Busy(None, None),
             RepositoryError::PaymentUnsettled => {
                 LifecycleError::PaymentUnsettled { pending: false }
             }

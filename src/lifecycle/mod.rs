@@ -167,14 +167,13 @@ impl OrderLifecycle {
         if Some(state.status) == goal {
             return Ok(());
         }
-        if state.busy {
-            return Err(LifecycleError::Busy(Some(
-                if state.status == OrderStatus::Progress {
-                    Activity::Cancelling
-                } else {
-                    Activity::Paying
-                },
-            )));
+        if let Some(left) = state.busy_for {
+            let activity = if state.status == OrderStatus::Progress {
+                Activity::Cancelling
+            } else {
+                Activity::Paying
+            };
+            return Err(LifecycleError::Busy(Some(activity), Some(left)));
         }
         if state.status == OrderStatus::Created && state.open_attempt.is_some() {
             return Err(LifecycleError::PaymentUnsettled {

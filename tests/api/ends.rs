@@ -431,10 +431,20 @@ async fn a_charge_whose_record_fails_is_not_answered_unchanged() {
     assert_eq!(fake.charges_of(id), 1, "payments took the money");
     proxy.restore();
     // Until the failed pay's lease runs out (it could not be given back
-    // while the database was away), a retry is told to retry shortly.
+    // while the database was away), a retry is told when to come back: at
+    // most the lease's length (7.1 s with these settings, plus a margin).
     eventually("a retried pay to go through", async || {
-        let status = pay(&app, id).await.status();
+        let answer = pay(&app, id).await;
+        let status = answer.status();
         assert!([200, 409, 503].contains(&status.as_u16()), "{status}");
+        if status == 409 {
+            let wait: u64 = answer.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=12).contains(&wait), "Retry-After {wait}");
+        }
         status == 200
     })
     .await;

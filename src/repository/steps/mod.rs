@@ -40,8 +40,9 @@ pub struct Lease {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LifecycleState {
     pub status: OrderStatus,
-    /// A request (or the reconciler) holds a live lease on the order.
-    pub busy: bool,
+    /// A request (or the reconciler) holds a live lease on the order, for
+    /// this much longer (database time).
+    pub busy_for: Option<std::time::Duration>,
     /// The kitchen's schedule, once the order is `progress`.
     pub schedule_id: Option<Uuid>,
     /// A schedule request may have reached the kitchen: cancelling must go
@@ -54,7 +55,7 @@ pub struct LifecycleState {
 }
 
 /// What the lifecycle needs to decide its next step.
-const LIFECYCLE_STATE: &str = "SELECT o.status, o.claimed_until > k.now AS busy, o.schedule_id, \
+const LIFECYCLE_STATE: &str = "SELECT o.status, o.claimed_until, k.now, o.schedule_id, \
      o.schedule_sent, o.payment_id IS NOT NULL AS charged, \
      (SELECT a.state FROM payment_attempts a \
          WHERE a.order_id = o.id AND a.state IN ('unknown', 'pending')) AS open_attempt \
@@ -91,7 +92,8 @@ const RENEW: &str = "UPDATE orders SET claimed_until = (SELECT now + CAST($3 AS 
 
 row!(StateRow {
     status: String,
-    busy: Option<bool>,
+    claimed_until: Option<Time>,
+    now: Time,
     schedule_id: Option<Id>,
     schedule_sent: bool,
     charged: bool,
@@ -129,7 +131,10 @@ impl super::OrdersRepository {
         let row = row.ok_or(RepositoryError::NotFound)?;
         Ok(LifecycleState {
             status: rows::status(&row.status)?,
-            busy: row.busy == Some(true),
+            busy_for: row
+                .claimed_until
+                .and_then(|Time(until)| std::time::Duration::try_from(until - row.now.0).ok())
+                .filter(|left| !left.is_zero()),
             schedule_id: row.schedule_id.map(|Id(id)| id),
             schedule_sent: row.schedule_sent,
             charged: row.charged,
