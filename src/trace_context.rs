@@ -1,12 +1,16 @@
 //! W3C trace context (`traceparent`, `tracestate`) in HTTP headers: read
 //! from requests that come in, written onto calls that go out, so the
-//! callers' and the upstream services' spans join one trace.
+//! callers' and the upstream services' spans join one trace. Work that
+//! OpenTelemetry does not trace passes on its local trace instead
+//! ([`crate::telemetry::local`]).
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::telemetry::local;
 
 /// Makes `span` a child of the trace context in `headers`, if they carry a
 /// valid one; otherwise it stays the root of a new trace.
@@ -25,7 +29,9 @@ pub fn continue_from(span: &Span, headers: &HeaderMap) {
 pub fn current() -> Option<String> {
     let mut fields = std::collections::HashMap::new();
     TraceContextPropagator::new().inject_context(&Span::current().context(), &mut fields);
-    fields.remove("traceparent")
+    fields
+        .remove("traceparent")
+        .or_else(|| local::current().map(|trace| trace.traceparent()))
 }
 
 /// Links `span` to the trace a stored `traceparent` names: the reconciler's
@@ -61,10 +67,19 @@ pub fn of(span: &Span) -> Option<String> {
     fields.remove("traceparent")
 }
 
-/// Writes `span`'s trace context into `headers`.
+/// Writes `span`'s trace context into `headers`, or the local trace's when
+/// OpenTelemetry does not trace it.
 pub fn inject(span: &Span, headers: &mut HeaderMap) {
     TraceContextPropagator::new().inject_context(&span.context(), &mut HeadersMut(headers));
+    if !headers.contains_key(TRACEPARENT)
+        && let Some(trace) = local::current()
+        && let Ok(value) = HeaderValue::from_str(&trace.traceparent())
+    {
+        headers.insert(TRACEPARENT, value);
+    }
 }
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 struct Headers<'a>(&'a HeaderMap);
 

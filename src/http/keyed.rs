@@ -2,10 +2,10 @@
 //! gets the same answer (see `repository::action_keys` for which answers
 //! are kept, and why the others are not).
 
+use crate::telemetry::local;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tracing::Instrument;
 
 use super::error::ApiError;
 use super::extract::IdempotencyKeyHeader;
@@ -80,7 +80,7 @@ where
     };
     state
         .tasks
-        .spawn(task.in_current_span())
+        .spawn(local::carried(task))
         .await
         .map_err(ApiError::internal)?
 }

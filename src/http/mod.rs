@@ -83,6 +83,8 @@ fn cors(origins: Option<&[String]>) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// The server span of a request: named and attributed the way the
 /// OpenTelemetry conventions for HTTP servers say, and a child of the
 /// caller's span when the request carries a `traceparent`. Without an
@@ -94,7 +96,7 @@ fn request_span(request: &Request, method: &'static str, route: &'static str) ->
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let traceparent = request.headers().contains_key("traceparent");
+    let traceparent = request.headers().contains_key(TRACEPARENT);
     let span = crate::telemetry::in_callers_trace(traceparent, || {
         tracing::info_span!(
             "request",

@@ -1,7 +1,8 @@
 //! The outermost layer of every route, in one service with no boxing and
 //! no clone of the stack below it: the request id (the caller's, or a new
-//! UUID), the request's span and its log line, the request metrics, panics
-//! answered as 500s, and every framework error rewritten as JSON.
+//! UUID), the request's span and its log line, its local trace when
+//! OpenTelemetry does not trace it, the request metrics, panics answered as
+//! 500s, and every framework error rewritten as JSON.
 //! `GET /healthz` is answered here, before the layers below.
 
 use std::convert::Infallible;
@@ -23,6 +24,7 @@ use uuid::Uuid;
 
 use super::{fallback, health, log_response, metrics::method_label, request_span};
 use crate::metrics::Metrics;
+use crate::telemetry::local::{self, LocalTrace};
 
 pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -123,6 +125,7 @@ where
             metrics: self.metrics.clone(),
             logged: false,
             span: Span::none(),
+            trace: None,
         };
         if request.method() == Method::GET && request.uri().path() == health::HEALTHZ_PATH {
             return ObserveFuture {
@@ -134,8 +137,12 @@ where
         state.logged = !super::is_operational(request.uri().path());
         if state.logged {
             state.span = request_span(&request, method, route);
+            if !request.headers().contains_key(super::TRACEPARENT) {
+                state.trace = local::mint("request", opentelemetry::trace::SpanKind::Server);
+            }
         }
         let inner = {
+            let _local = local::enter(state.trace);
             let _entered = state.span.enter();
             catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
         };
@@ -164,6 +171,8 @@ struct Finish {
     /// Not an operational path: the request has a span and a log line.
     logged: bool,
     span: Span,
+    /// The request's own trace when OpenTelemetry does not trace it.
+    trace: Option<LocalTrace>,
 }
 
 impl Finish {
@@ -178,6 +187,7 @@ impl Finish {
         self.metrics
             .observe_request(self.method, self.route, response.status().as_u16(), latency);
         if self.logged {
+            let _local = local::enter(self.trace);
             let _entered = self.span.enter();
             log_response(&response, latency, &self.span);
         }
@@ -205,6 +215,7 @@ where
         let response = match this.ready.take() {
             Some(response) => response,
             None => {
+                let _local = local::enter(this.state.trace);
                 let _entered = this.state.span.enter();
                 let inner = this.inner.as_pin_mut().expect("polled after completion");
                 match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {

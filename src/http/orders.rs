@@ -1,11 +1,11 @@
 //! `/orders`: the seven operations of the public contract.
 
+use crate::telemetry::local;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tracing::Instrument;
 
 use super::cursor;
 use super::dto::{CreateOrder, OrderResponse, OrdersPage};
@@ -256,7 +256,9 @@ pub async fn replace_order(
     let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
     let order = state
         .tasks
-        .spawn(async move { lifecycle.replace(&owner, id, &order).await }.in_current_span())
+        .spawn(local::carried(async move {
+            lifecycle.replace(&owner, id, &order).await
+        }))
         .await
         .map_err(ApiError::internal)??;
     Ok(Json(order.into()))
@@ -287,7 +289,9 @@ pub async fn delete_order(
     let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
     state
         .tasks
-        .spawn(async move { lifecycle.delete(&owner, id).await }.in_current_span())
+        .spawn(local::carried(
+            async move { lifecycle.delete(&owner, id).await },
+        ))
         .await
         .map_err(ApiError::internal)??;
     Ok(StatusCode::NO_CONTENT)

@@ -28,6 +28,7 @@ use crate::repository::{
     AttemptState, Claimed, DueAttempt, DueOrder, DueRefund, RefundOutcome, RepositoryError,
     Unreadable,
 };
+use crate::telemetry::local;
 use crate::trace_context;
 use crate::upstream::{RefundStatus, ScheduleStatus, Service, UpstreamError};
 
@@ -89,6 +90,14 @@ fn item_span(kind: &'static str, order_id: Uuid, origin: Option<&str>) -> Span {
     span
 }
 
+/// One item's work in its span and, when OpenTelemetry does not trace it,
+/// in a local trace of its own, so its log lines and its calls to other
+/// services name one trace all the same.
+fn in_its_trace<F: Future>(span: Span, work: F) -> impl Future<Output = F::Output> {
+    let trace = local::mint("reconcile", opentelemetry::trace::SpanKind::Internal);
+    local::within(trace, work.instrument(span))
+}
+
 impl OrderLifecycle {
     /// One pass over every kind of open item, then the backlog metrics.
     /// Each item's failure stays with that item: a claim, a lease or a
@@ -112,7 +121,7 @@ impl OrderLifecycle {
             for item in self.claimed("charge", claim).await {
                 let span = item_span("charge", item.claim.lease.order_id, item.origin.as_deref());
                 span.record("payment.attempt_key", display(item.claim.key));
-                self.settle_attempt(item).instrument(span).await;
+                in_its_trace(span, self.settle_attempt(item)).await;
             }
             if failed {
                 break;
@@ -132,7 +141,7 @@ impl OrderLifecycle {
                 if let Some(schedule_id) = item.schedule_id {
                     span.record("kitchen.schedule_id", display(schedule_id));
                 }
-                self.follow_order(item).instrument(span).await;
+                in_its_trace(span, self.follow_order(item)).await;
             }
             if failed {
                 break;
@@ -150,7 +159,7 @@ impl OrderLifecycle {
             for item in self.claimed("refund", claim).await {
                 let span = item_span("refund", item.order_id, item.origin.as_deref());
                 span.record("payment.id", display(item.payment_id));
-                self.deliver_refund(item).instrument(span).await;
+                in_its_trace(span, self.deliver_refund(item)).await;
             }
             if failed {
                 break;

@@ -12,7 +12,8 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// Wraps a JSON event format: `{"trace_id":...,"span_id":...,` then the
 /// line the inner format writes. The ids are those of the OpenTelemetry
-/// context that entering the current span made current.
+/// context that entering the current span made current or, for work that
+/// OpenTelemetry does not trace, those of its [`local`](super::local) trace.
 pub struct WithTraceIds<F>(pub F);
 
 impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
@@ -30,17 +31,19 @@ where
         let context = opentelemetry::Context::current();
         let span = context.span();
         let ids = span.span_context();
-        if !ids.is_valid() {
+        let (trace_id, span_id) = if ids.is_valid() {
+            (ids.trace_id(), ids.span_id())
+        } else if let Some(local) = super::local::current() {
+            (local.trace_id, local.span_id)
+        } else {
             return self.0.format_event(ctx, writer, event);
-        }
+        };
         let mut line = String::new();
         self.0.format_event(ctx, Writer::new(&mut line), event)?;
         match line.strip_prefix('{') {
             Some(rest) => write!(
                 writer,
-                "{{\"trace_id\":\"{}\",\"span_id\":\"{}\",{rest}",
-                ids.trace_id(),
-                ids.span_id()
+                "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"
             ),
             None => writer.write_str(&line),
         }

@@ -4,9 +4,11 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Without an endpoint, only a request
 //! that comes with a caller's `traceparent` is traced (its spans continue
 //! the caller's trace, so its log lines and its calls to other services
-//! carry it); the others cost no OpenTelemetry work.
+//! carry it); the others cost no OpenTelemetry work, and name a trace of
+//! their own all the same ([`local`]).
 
 mod export;
+pub mod local;
 mod log_line;
 
 use std::cell::Cell;
@@ -32,6 +34,7 @@ static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 /// only want log lines. Later calls are ignored.
 pub fn init_logs(settings: &LogSettings) {
     install(settings, None, false);
+    local::enable(Sampler::AlwaysOn);
 }
 
 /// Installs the global subscriber. Later calls (tests that build several
@@ -39,6 +42,9 @@ pub fn init_logs(settings: &LogSettings) {
 pub fn init(logs: &LogSettings, traces: &TraceSettings) -> Result<(), String> {
     let provider = provider(traces)?;
     install(logs, Some(provider), traces.endpoint.is_some());
+    if traces.endpoint.is_none() {
+        local::enable(sampler(traces.sampler));
+    }
     Ok(())
 }
 

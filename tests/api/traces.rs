@@ -141,7 +141,8 @@ impl Traced {
         Self::spawn(db, fake, endpoint, delay_ms, &[]).await
     }
 
-    /// `settings` added to (or overriding) the ones above.
+    /// `settings` added to (or overriding) the ones above; an empty
+    /// `endpoint` sets no exporter.
     async fn spawn(
         db: &TestDatabase,
         fake: &Fake,
@@ -150,16 +151,20 @@ impl Traced {
         settings: &[(&str, &str)],
     ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Chosen here, as the service may not log the port it listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|free| free.local_addr())
+            .unwrap()
+            .port();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orders-service"))
             .env("DB_URL", &db.url)
-            .env("PORT", "0")
+            .env("PORT", port.to_string())
             .env("OPS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .env("PAYMENTS_URL", &fake.url)
             .env("KITCHEN_URL", &fake.url)
             .env("RECONCILE_INTERVAL_MS", "3600000")
             .env("RECONCILE_BACKOFF_MAX_MS", "3600000")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
             .env(
                 "OTEL_RESOURCE_ATTRIBUTES",
@@ -167,37 +172,31 @@ impl Traced {
             )
             .env("OTEL_BSP_SCHEDULE_DELAY", delay_ms)
             .envs(settings.iter().copied())
+            .envs((!endpoint.is_empty()).then_some(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)))
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("the service starts");
         let mut reader = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let address = loop {
-            let line = tokio::time::timeout(Duration::from_secs(15), reader.next_line())
-                .await
-                .expect("the service logs its address")
-                .unwrap()
-                .expect("the service is running");
-            let entry: Value = serde_json::from_str(&line).unwrap_or_default();
-            lines.lock().unwrap().push(line);
-            if entry["message"] == "listening" {
-                let address = entry["address"].as_str().unwrap();
-                let port = address.rsplit(':').next().unwrap();
-                break format!("http://127.0.0.1:{port}");
-            }
-        };
         let kept = lines.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = reader.next_line().await {
                 kept.lock().unwrap().push(line);
             }
         });
+        let address = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        eventually("the service to listen", async || {
+            let ready = client.get(format!("{address}/healthz")).send().await;
+            ready.is_ok_and(|answer| answer.status().is_success())
+        })
+        .await;
         Self {
             child,
             address,
             lines,
-            client: reqwest::Client::new(),
+            client,
         }
     }
 
@@ -650,7 +649,84 @@ async fn the_reconcilers_spans_link_to_the_requests_that_opened_their_work(backe
     );
 }
 
+/// With no exporter and no caller's trace, a request still names a trace
+/// of its own: in its log lines (at `warn`, where the request has no span,
+/// and at `info`), in the `traceparent` of its calls to payments, and
+/// the reconciler's work names another, one per item.
+async fn without_an_exporter_work_still_names_its_trace(backend: Backend) {
+    for level in ["warn", "info"] {
+        let db = migrated(backend).await;
+        let fake = Fake::start().await;
+        let settings = [
+            ("RUST_LOG", level),
+            ("RECONCILE_INTERVAL_MS", "200"),
+            ("RECONCILE_BACKOFF_MAX_MS", "200"),
+            ("UPSTREAM_TIMEOUT_MS", "700"),
+        ];
+        let service = Traced::spawn(&db, &fake, "", "100", &settings).await;
+        let id = service.create().await;
+        // Charged, but the answer is lost: a 502, logged at `warn`, and
+        // the reconciler settles the charge afterwards.
+        fake.fail_charges(&[Fault::ServerError]);
+        let pay = service
+            .client
+            .post(format!("{}/orders/{id}/pay", service.address));
+        assert_eq!(pay.send().await.unwrap().status(), 502);
+        eventually("the reconciler to settle the charge", async || {
+            service.status_of(id).await == "progress"
+        })
+        .await;
+        let lines = service.stop().await;
+
+        let entries: Vec<Value> = lines
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        let failed = entries
+            .iter()
+            .find(|entry| entry["message"] == "request failed")
+            .unwrap_or_else(|| panic!("the pay's line at {level}: {lines:#?}"));
+        let trace_id = failed["trace_id"].as_str().expect("the line names a trace");
+        assert_eq!(trace_id.len(), 32);
+        assert_ne!(trace_id, "0".repeat(32));
+        assert_eq!(failed["span_id"].as_str().map(str::len), Some(16));
+        if level == "info" {
+            let served: Vec<&str> = entries
+                .iter()
+                .filter(|entry| entry["message"] == "request served")
+                .filter_map(|entry| entry["trace_id"].as_str())
+                .collect();
+            assert!(!served.is_empty(), "{lines:#?}");
+            assert!(!served.contains(&trace_id), "one trace a request");
+        }
+        let sent = fake.traceparents();
+        let (first, later) = sent
+            .split_first()
+            .expect("payments was called by the pay and the reconciler");
+        assert_eq!(first.0, "POST /payments");
+        let pays = first
+            .1
+            .as_deref()
+            .expect("the charge carries a traceparent");
+        assert_eq!(
+            pays,
+            format!("00-{trace_id}-{}-01", failed["span_id"].as_str().unwrap()),
+            "payments is told the request's trace"
+        );
+        let reconciled = later
+            .first()
+            .and_then(|(_, traceparent)| traceparent.as_deref())
+            .expect("the reconciler's call carries a traceparent");
+        assert!(reconciled.starts_with("00-") && reconciled.ends_with("-01"));
+        assert!(
+            !reconciled.contains(trace_id),
+            "the reconciler's work is a trace of its own: {reconciled}"
+        );
+    }
+}
+
 both_backends!(
+    without_an_exporter_work_still_names_its_trace,
     the_reconcilers_spans_link_to_the_requests_that_opened_their_work,
     queued_spans_are_flushed_at_shutdown,
     a_create_and_a_pay_reach_the_collector_as_traces_rooted_in_server_spans,
