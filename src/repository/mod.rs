@@ -102,6 +102,11 @@ impl From<sqlx::Error> for RepositoryError {
             sqlx::Error::Database(ref db) if is_unavailable_code(db.code().as_deref()) => {
                 RepositoryError::Unavailable(err)
             }
+            sqlx::Error::Decode(ref source)
+                if let Some(rows::CorruptValue(why)) = source.downcast_ref() =>
+            {
+                RepositoryError::Corrupt(why.clone())
+            }
             other => RepositoryError::Database(other),
         }
     }
@@ -122,7 +127,21 @@ fn is_unavailable_code(code: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_unavailable_code;
+    use super::{RepositoryError, is_unavailable_code, rows};
+
+    #[test]
+    fn a_value_the_domain_refuses_is_told_as_corrupt() {
+        let refused = sqlx::Error::Decode(Box::new(rows::CorruptValue("size: huge".into())));
+        assert!(matches!(
+            RepositoryError::from(refused),
+            RepositoryError::Corrupt(why) if why == "size: huge"
+        ));
+        let other = sqlx::Error::Decode("not UTF-8".into());
+        assert!(matches!(
+            RepositoryError::from(other),
+            RepositoryError::Database(_)
+        ));
+    }
 
     #[test]
     fn connection_and_capacity_errors_are_unavailable_but_bugs_are_not() {

@@ -1,6 +1,6 @@
 //! The shapes of the rows the queries return, decoded on either backend
-//! (by column name, or by position for the rows of orders and their items,
-//! the most read), and turning them into domain values.
+//! (by column name, or by position straight into domain values for the
+//! rows of orders and their items, the most read).
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -35,25 +35,33 @@ macro_rules! row {
 }
 
 /// One row of an order joined with one of its items and its money, read by
-/// position: `sql::GET`, `sql::GET_SQLITE` and the lists select exactly
-/// these columns in this order (a lookup by name compares every column's
-/// name).
+/// position straight into domain values: `sql::GET`, `sql::GET_SQLITE` and
+/// the lists select exactly these columns in this order. A lookup by name
+/// compares every column's name, a checked read compares the column's type
+/// with the field's on every value, and text read as a `String` is
+/// allocated only to be parsed; the tests on both backends hold the
+/// columns to the fields instead.
 pub struct ItemRow {
-    pub id: Id,
-    pub created: Time,
-    pub status: String,
-    pub product: String,
-    pub size: String,
-    pub quantity: i32,
-    pub money: MoneyRow,
+    pub id: Uuid,
+    pub created: OffsetDateTime,
+    pub status: OrderStatus,
+    pub item: OrderItem,
+    pub payment: Option<Payment>,
 }
 
 /// An order's money as `sql::money_columns!` selects it.
 pub struct MoneyRow {
-    pub attempt_state: Option<String>,
-    pub refund_state: Option<String>,
-    pub raised: Option<bool>,
-    pub updated: Option<Time>,
+    pub payment: Option<Payment>,
+}
+
+/// A stored value the domain refuses, carried through sqlx's decoding and
+/// told as [`RepositoryError::Corrupt`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CorruptValue(pub String);
+
+fn corrupt_value(err: impl std::fmt::Display) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(CorruptValue(err.to_string())))
 }
 
 impl MoneyRow {
@@ -61,38 +69,36 @@ impl MoneyRow {
     fn read<'r, R: ::sqlx::Row>(row: &'r R, first: usize) -> Result<Self, sqlx::Error>
     where
         usize: ::sqlx::ColumnIndex<R>,
-        Time: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
-        String: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
-        bool: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
+        Time: ::sqlx::Decode<'r, R::Database>,
+        &'r str: ::sqlx::Decode<'r, R::Database>,
+        bool: ::sqlx::Decode<'r, R::Database>,
     {
-        Ok(Self {
-            attempt_state: row.try_get(first)?,
-            refund_state: row.try_get(first + 1)?,
-            raised: row.try_get(first + 2)?,
-            updated: row.try_get(first + 3)?,
-        })
+        let attempt: Option<&str> = row.try_get_unchecked(first)?;
+        let refund: Option<&str> = row.try_get_unchecked(first + 1)?;
+        let raised: Option<bool> = row.try_get_unchecked(first + 2)?;
+        let status = PaymentStatus::from_states(attempt, refund, raised == Some(true));
+        let payment = match status {
+            Some(status) => {
+                let updated: Option<Time> = row.try_get_unchecked(first + 3)?;
+                updated.map(|Time(updated)| Payment { status, updated })
+            }
+            None => None,
+        };
+        Ok(Self { payment })
     }
 
     /// What a read of the order says of its money.
     pub fn payment(&self) -> Option<Payment> {
-        let status = PaymentStatus::from_states(
-            self.attempt_state.as_deref(),
-            self.refund_state.as_deref(),
-            self.raised == Some(true),
-        )?;
-        Some(Payment {
-            status,
-            updated: self.updated?.0,
-        })
+        self.payment
     }
 }
 
 impl<'r, R: ::sqlx::Row> ::sqlx::FromRow<'r, R> for MoneyRow
 where
     usize: ::sqlx::ColumnIndex<R>,
-    Time: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
-    String: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
-    bool: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
+    Time: ::sqlx::Decode<'r, R::Database>,
+    &'r str: ::sqlx::Decode<'r, R::Database>,
+    bool: ::sqlx::Decode<'r, R::Database>,
 {
     fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
         Self::read(row, 0)
@@ -102,21 +108,30 @@ where
 impl<'r, R: ::sqlx::Row> ::sqlx::FromRow<'r, R> for ItemRow
 where
     usize: ::sqlx::ColumnIndex<R>,
-    Id: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
-    Time: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
-    String: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
-    i32: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
-    bool: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>,
+    Id: ::sqlx::Decode<'r, R::Database>,
+    Time: ::sqlx::Decode<'r, R::Database>,
+    &'r str: ::sqlx::Decode<'r, R::Database>,
+    String: ::sqlx::Decode<'r, R::Database>,
+    i32: ::sqlx::Decode<'r, R::Database>,
+    bool: ::sqlx::Decode<'r, R::Database>,
 {
     fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let Id(id) = row.try_get_unchecked(0)?;
+        let Time(created) = row.try_get_unchecked(1)?;
+        let status: &str = row.try_get_unchecked(2)?;
+        let product: String = row.try_get_unchecked(3)?;
+        let size: &str = row.try_get_unchecked(4)?;
+        let quantity: i32 = row.try_get_unchecked(5)?;
         Ok(Self {
-            id: row.try_get(0)?,
-            created: row.try_get(1)?,
-            status: row.try_get(2)?,
-            product: row.try_get(3)?,
-            size: row.try_get(4)?,
-            quantity: row.try_get(5)?,
-            money: MoneyRow::read(row, 6)?,
+            id,
+            created,
+            status: status.parse().map_err(corrupt_value)?,
+            item: OrderItem {
+                product: Product::parse(product).map_err(corrupt_value)?,
+                size: size.parse::<Size>().map_err(corrupt_value)?,
+                quantity: Quantity::parse(i128::from(quantity)).map_err(corrupt_value)?,
+            },
+            payment: MoneyRow::read(row, 6)?.payment,
         })
     }
 }
@@ -145,20 +160,9 @@ pub fn assemble(rows: Vec<ItemRow>) -> Result<Vec<Order>, RepositoryError> {
     );
     let mut orders: Vec<Assembled> = Vec::new();
     for row in rows {
-        let item = OrderItem {
-            product: Product::parse(row.product).map_err(corrupt)?,
-            size: row.size.parse::<Size>().map_err(corrupt)?,
-            quantity: Quantity::parse(i128::from(row.quantity)).map_err(corrupt)?,
-        };
         match orders.last_mut() {
-            Some((id, _, _, _, items)) if *id == row.id.0 => items.push(item),
-            _ => orders.push((
-                row.id.0,
-                row.created.0,
-                status(&row.status)?,
-                row.money.payment(),
-                vec![item],
-            )),
+            Some((id, _, _, _, items)) if *id == row.id => items.push(row.item),
+            _ => orders.push((row.id, row.created, row.status, row.payment, vec![row.item])),
         }
     }
     orders

@@ -19,9 +19,12 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
-use tracing::Level;
+use tracing::span::{Attributes, Id};
+use tracing::subscriber::Interest;
+use tracing::{Level, Subscriber};
 use tracing_subscriber::filter::{LevelFilter, Targets, dynamic_filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -88,6 +91,7 @@ fn install(settings: &LogSettings, provider: Option<SdkTracerProvider>, exportin
             .boxed(),
         LogFormat::Pretty => fmt.with_filter(filter).boxed(),
     };
+    let ours = Targets::new().with_target(env!("CARGO_CRATE_NAME"), Level::INFO);
     let traces = provider.as_ref().map(|provider| {
         let layer = tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("orders-service"))
@@ -96,41 +100,94 @@ fn install(settings: &LogSettings, provider: Option<SdkTracerProvider>, exportin
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false);
-        let ours = Targets::new().with_target(env!("CARGO_CRATE_NAME"), Level::INFO);
         if exporting {
-            return layer.with_filter(ours).boxed();
+            return layer.with_filter(ours.clone()).boxed();
         }
         // Nothing exports: only a caller's trace, and what happens inside
         // it, is worth the OpenTelemetry work.
+        let ours = ours.clone();
         layer
             .with_filter(dynamic_filter_fn(move |metadata, cx| {
                 ours.would_enable(metadata.target(), metadata.level())
-                    && (CALLERS_TRACE.get() || cx.lookup_current().is_some())
+                    && (CALLERS_TRACE.get() || in_callers_trace_now(cx))
             }))
             .boxed()
     });
     // The per-layer filters above decide what each layer sees, but a span
     // that one of them decides on per call (the dynamic filter) is made all
     // the same, even when every layer then ignores it, and entered and left
-    // at each poll. Without an exporter, this filter for the whole stack
-    // makes a span only when the log level shows it or when it belongs to
-    // a caller's trace.
-    let spans = (provider.is_some() && !exporting).then(|| {
-        dynamic_filter_fn(move |metadata, cx| {
-            !metadata.is_span()
-                || *metadata.level() <= logged
-                || CALLERS_TRACE.get()
-                || cx.lookup_current().is_some()
+    // at each poll; and an event such a filter may take is built and
+    // handed to every layer. Without an exporter, this filter for the
+    // whole stack lets through only what the log level shows and what
+    // belongs to a caller's trace; a callsite that can be neither (sqlx's
+    // and hyper's debug lines at `warn`) is never asked about again.
+    let global = (provider.is_some() && !exporting).then(|| {
+        let traced = ours.clone();
+        let marks = TraceMarks { ours: ours.clone() };
+        let filter = dynamic_filter_fn(move |metadata, cx| {
+            *metadata.level() <= logged
+                || (traced.would_enable(metadata.target(), metadata.level())
+                    && (CALLERS_TRACE.get() || in_callers_trace_now(cx)))
         })
+        .with_callsite_filter(move |metadata| {
+            if *metadata.level() <= logged || ours.would_enable(metadata.target(), metadata.level())
+            {
+                Interest::sometimes()
+            } else {
+                Interest::never()
+            }
+        });
+        (filter, marks)
     });
+    let (global, marks) = global.unzip();
     let installed = tracing_subscriber::registry()
-        .with(spans)
+        .with(global)
+        .with(marks)
         .with(traces)
         .with(fmt)
         .try_init()
         .is_ok();
     if let (true, Some(provider)) = (installed, provider) {
         let _ = PROVIDER.set(provider);
+    }
+}
+
+/// Set on a span of ours that is in a caller's trace: without an exporter,
+/// the spans made inside it are OpenTelemetry spans too, and no others.
+struct InCallersTrace;
+
+/// Whether the current span is in a caller's trace.
+fn in_callers_trace_now<S>(cx: &tracing_subscriber::layer::Context<'_, S>) -> bool
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    cx.lookup_current()
+        .is_some_and(|span| span.extensions().get::<InCallersTrace>().is_some())
+}
+
+/// Marks the spans that OpenTelemetry takes without an exporter, as its
+/// filter decides: ours, made for a caller's trace or inside one.
+struct TraceMarks {
+    ours: Targets,
+}
+
+impl<S> Layer<S> for TraceMarks
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &Attributes<'_>,
+        id: &Id,
+        cx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let metadata = attrs.metadata();
+        if self.ours.would_enable(metadata.target(), metadata.level())
+            && (CALLERS_TRACE.get() || in_callers_trace_now(&cx))
+            && let Some(span) = cx.span(id)
+        {
+            span.extensions_mut().insert(InCallersTrace);
+        }
     }
 }
 
