@@ -12,6 +12,7 @@ mod keyed;
 pub mod metrics;
 mod observe;
 pub mod ops;
+mod order_json;
 pub mod orders;
 pub mod state;
 pub mod validation;

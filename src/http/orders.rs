@@ -1,11 +1,11 @@
 //! `/orders`: the seven operations of the public contract.
 
 use crate::telemetry::local;
+use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 
 use super::cursor;
 use super::dto::{CreateOrder, OrderResponse, OrdersPage};
@@ -13,6 +13,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{IdempotencyKeyHeader, ListQuery, OrderBody, OrderIdPath};
 use super::identity::Caller;
 use super::keyed;
+use super::order_json::{OrderJson, OrdersJson};
 use super::state::AppState;
 use crate::domain::{NewOrder, Order};
 use crate::lifecycle::Paid;
@@ -85,10 +86,7 @@ pub async fn list_orders(
             },
         )
         .await?;
-    let body = OrdersPage {
-        orders: page.orders.into_iter().map(OrderResponse::from).collect(),
-    };
-    let mut response = Json(body).into_response();
+    let mut response = OrdersJson(page.orders).into_response();
     if let Some(next) = page.next
         && let Ok(link) = HeaderValue::from_str(&next_link(&query, &next))
     {
@@ -189,7 +187,7 @@ fn created(order: Order, replayed: bool) -> Result<Response, ApiError> {
     let mut response = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(OrderResponse::from(order)),
+        OrderJson(order),
     )
         .into_response();
     if replayed {
@@ -220,9 +218,9 @@ pub async fn get_order(
     State(state): State<AppState>,
     caller: Caller,
     OrderIdPath(id): OrderIdPath,
-) -> Result<Json<OrderResponse>, ApiError> {
+) -> Result<OrderJson, ApiError> {
     let order = state.repo.get(caller.id(), id).await?;
-    Ok(Json(order.into()))
+    Ok(OrderJson(order))
 }
 
 /// Replace the items of an order that is still `created`.
@@ -250,7 +248,7 @@ pub async fn replace_order(
     caller: Caller,
     OrderIdPath(id): OrderIdPath,
     OrderBody(order): OrderBody,
-) -> Result<Json<OrderResponse>, ApiError> {
+) -> Result<OrderJson, ApiError> {
     // Tracked like pay and cancel: settling an open payment first calls
     // payments, which a client hanging up must not cut short.
     let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
@@ -261,7 +259,7 @@ pub async fn replace_order(
         }))
         .await
         .map_err(ApiError::internal)??;
-    Ok(Json(order.into()))
+    Ok(OrderJson(order))
 }
 
 /// Delete an order that is not paid for and in flight.
@@ -342,11 +340,11 @@ pub async fn pay_order(
     let (lifecycle, owner) = (state.lifecycle.clone(), caller.0.clone());
     let work = async move {
         Ok(match lifecycle.pay(&owner, id).await? {
-            Paid::Scheduled(order) => Json(OrderResponse::from(order)).into_response(),
+            Paid::Scheduled(order) => OrderJson(order).into_response(),
             Paid::Pending { order, retry_in } => (
                 StatusCode::ACCEPTED,
                 [(header::RETRY_AFTER, HeaderValue::from(seconds_up(retry_in)))],
-                Json(OrderResponse::from(order)),
+                OrderJson(order),
             )
                 .into_response(),
         })
@@ -399,7 +397,7 @@ pub async fn cancel_order(
     let (lifecycle, owner) = (state.lifecycle.clone(), caller.0.clone());
     let work = async move {
         let order = lifecycle.cancel(&owner, id).await?;
-        Ok(Json(OrderResponse::from(order)).into_response())
+        Ok(OrderJson(order).into_response())
     };
     keyed::run(&state, caller.0, key, KeyedAction::Cancel, id, work).await
 }
