@@ -92,41 +92,6 @@ def const_str(source, name):
     return rust_string(m.group(1))
 
 
-def list_sql(source, filter_sql):
-    """Expands sql.rs's `list!` macro for PostgreSQL and one filter, without
-    a cursor."""
-    m = re.search(r"macro_rules! list \{.*?concat!\((.*?)\)\s*\};", source, re.S)
-    if not m:
-        raise SystemExit("bench: cannot find the list! macro in src/repository/sql.rs")
-    join = re.search(r"macro_rules! items_join \{.*?\(postgres\) => \{\s*\"((?:[^\"\\]|\\.|\\\n)*)\"",
-                     source, re.S)
-    if not join:
-        raise SystemExit("bench: cannot find items_join!(postgres) in src/repository/sql.rs")
-    parts = []
-    for lit, var in _list_tokens(m.group(1)):
-        if var == "filter":
-            parts.append(filter_sql)
-        elif var == "after":
-            parts.append("")
-        elif var == "join":
-            parts.append(rust_string(join.group(1)))
-        else:
-            parts.append(rust_string(lit))
-    sql = "".join(parts)
-    if filter_sql and f'list!($backend, "{filter_sql}", "")' not in source:
-        raise SystemExit(f"bench: filter {filter_sql!r} is no longer in list_shapes! of sql.rs")
-    return sql
-
-
-def _list_tokens(body):
-    """(literal, variable) pairs of the list! macro's concat!, in order."""
-    tokens = []
-    for lit, var, join in re.findall(
-            r"\"((?:[^\"\\]|\\.)*)\"|\$(filter|after)\b|(items_join!\(\$backend\))", body):
-        tokens.append((lit, "join" if join else var))
-    return tokens
-
-
 def subst(sql, mapping):
     def repl(m):
         key = int(m.group(1))
@@ -137,12 +102,16 @@ def subst(sql, mapping):
 
 
 def cmd_sql(args):
-    sql_rs = open(os.path.join(args.root, "src/repository/sql.rs")).read()
     pg_rs = open(os.path.join(args.root, "src/repository/postgres.rs")).read()
-    get = const_str(sql_rs, "GET")
+    # The reads are put together by macros: the service's own code prints
+    # them (examples/statements.rs).
+    printed = subprocess.run(
+        ["cargo", "run", "--quiet", "--release", "--locked", "--example", "statements"],
+        cwd=args.root, check=True, capture_output=True, text=True).stdout
+    statements = json.loads(printed)
+    get = statements["GET"]
     create = const_str(pg_rs, "CREATE")
-    lists = {"list": list_sql(sql_rs, ""),
-             "list_nc": list_sql(sql_rs, " AND status <> 'cancelled'")}
+    lists = {"list": statements["LIST"], "list_nc": statements["LIST_NC"]}
     os.makedirs(args.out, exist_ok=True)
     scripts = {
         # $1 id, $2 owner, $3 created (a timestamptz), $4..$7 the item arrays.
