@@ -128,7 +128,7 @@ mod tests {
     fn order(products: &[&str], status: OrderStatus, payment: Option<Payment>) -> Order {
         let items = products
             .iter()
-            .zip([Size::Small, Size::Medium, Size::Big].iter().cycle())
+            .zip(Size::ALL.iter().cycle())
             .zip([1, 7, 1_000_000].iter().cycle())
             .map(|((product, size), quantity)| OrderItem {
                 product: Product::parse((*product).to_owned()).unwrap(),
@@ -146,14 +146,6 @@ mod tests {
     }
 
     fn orders() -> Vec<Order> {
-        let statuses = [
-            OrderStatus::Created,
-            OrderStatus::Paid,
-            OrderStatus::Progress,
-            OrderStatus::Cancelled,
-            OrderStatus::Dispatched,
-            OrderStatus::Delivered,
-        ];
         let payments = [
             PaymentStatus::Pending,
             PaymentStatus::Paid,
@@ -168,7 +160,7 @@ mod tests {
             "tab\tnew\nline\u{1} \u{7f} \u{2028}</script>",
         ];
         let mut all = Vec::new();
-        for (n, status) in statuses.into_iter().enumerate() {
+        for (n, status) in OrderStatus::ALL.into_iter().enumerate() {
             let payment = Payment {
                 status: payments[n],
                 updated: datetime!(2026-12-05 23:59:59 UTC),
