@@ -344,7 +344,7 @@ impl OrdersRepository {
                 .bind(Id(id))
                 .fetch_one(&mut *tx)
                 .await?;
-            Ok((created, money.payment()))
+            Ok((created, money.payment))
         })?;
         Ok(Order {
             id,

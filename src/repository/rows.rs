@@ -49,7 +49,8 @@ pub struct ItemRow {
     pub payment: Option<Payment>,
 }
 
-/// An order's money as `sql::money_columns!` selects it.
+/// An order's money as `sql::money_columns!` selects it: what a read of the
+/// order says of it.
 pub struct MoneyRow {
     pub payment: Option<Payment>,
 }
@@ -85,11 +86,6 @@ impl MoneyRow {
             None => None,
         };
         Ok(Self { payment })
-    }
-
-    /// What a read of the order says of its money.
-    pub fn payment(&self) -> Option<Payment> {
-        self.payment
     }
 }
 
