@@ -7,6 +7,9 @@
            an idle window first gives the instructions the service spends
            doing nothing (its reconciler, timers), which are subtracted
   crates   group `callgrind_annotate` output by crate
+  cpu      run a load generator and print, as JSON, the CPU seconds that the
+           service, PostgreSQL and the generator itself spent meanwhile
+  share    summarize the alternated rounds of the wall-clock comparison
 """
 
 import argparse
@@ -14,6 +17,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -174,6 +178,105 @@ def cmd_crates(args):
     return 0
 
 
+def cpu_times():
+    """CPU ticks (user + system) of every process, by pid: its own and,
+    for PostgreSQL's postmaster, those of the backends it has reaped."""
+    ticks = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        own = int(fields[11]) + int(fields[12])
+        reaped = int(fields[13]) + int(fields[14])
+        ticks[int(pid)] = (comm, own, reaped)
+    return ticks
+
+
+def cmd_cpu(args):
+    """The CPU each side of a comparison spends, so a share of throughput
+    can be read as costs: a PostgreSQL backend that exits during the run (a
+    pgbench client's) is counted through the postmaster's reaped children,
+    and the generator through this process's."""
+    tick = os.sysconf("SC_CLK_TCK")
+    before = cpu_times()
+    started = time.monotonic()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    run = subprocess.run(command, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    # A client's backends exit once it has gone; their CPU reaches the
+    # postmaster's reaped-children count only when it has reaped them.
+    time.sleep(0.5)
+    after = cpu_times()
+    sys.stdout.write(run.stdout)
+    if run.returncode != 0:
+        sys.stderr.write(run.stderr)
+        return run.returncode
+    spent = {"service": 0, "postgres": 0}
+    for pid, (comm, own, reaped) in after.items():
+        was = before.get(pid)
+        was_own, was_reaped = (was[1], was[2]) if was and was[0] == comm else (0, 0)
+        if pid == args.service_pid:
+            spent["service"] += own - was_own
+        elif comm.startswith("postgres"):
+            spent["postgres"] += own - was_own + (reaped - was_reaped if was else 0)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = {k: v / tick for k, v in spent.items()}
+    result["client"] = usage.ru_utime + usage.ru_stime
+    result["wall"] = wall
+    print("CPUJSON " + json.dumps(result))
+    return 0
+
+
+def cmd_share(args):
+    """Each round's share and what a request and a transaction cost in
+    CPU, then the median share: the machine's speed drifts between rounds
+    (two runs of one binary differ by up to 25%), so one round proves
+    little, and the costs say why the share is what it is."""
+    rounds = []
+    for n in range(1, args.rounds + 1):
+        with open(os.path.join(args.out, f"round-{n}-service.txt")) as f:
+            text = f.read()
+        bench = json.loads(re.search(r"^BENCHJSON (.*)$", text, re.M).group(1))
+        service_cpu = json.loads(re.search(r"^CPUJSON (.*)$", text, re.M).group(1))
+        errors = sum(v for k, v in bench.items() if k.startswith("err_"))
+        if errors:
+            print(f"instructions: round {n}: {errors} errors", file=sys.stderr)
+            return 1
+        requests = bench["requests"]
+        rps = requests / (bench["duration_us"] / 1e6)
+        with open(os.path.join(args.out, f"round-{n}-pgbench.txt")) as f:
+            text = f.read()
+        tps = float(re.search(r"^tps = ([0-9.]+) \(without initial", text, re.M).group(1))
+        transactions = int(re.search(r"^number of transactions actually processed: (\d+)",
+                                     text, re.M).group(1))
+        pg_cpu = json.loads(re.search(r"^CPUJSON (.*)$", text, re.M).group(1))
+        share = rps / tps
+        rounds.append(share)
+
+        def us(seconds, count):
+            return 1e6 * seconds / count
+
+        print(f"  round {n}: service {rps:6.0f} req/s   pgbench -M prepared {tps:6.0f} tps   "
+              f"{100 * share:3.0f}%")
+        print(f"           CPU µs a request: service {us(service_cpu['service'], requests):5.1f}, "
+              f"PostgreSQL {us(service_cpu['postgres'], requests):5.1f}, "
+              f"wrk {us(service_cpu['client'], requests):5.1f}; "
+              f"a transaction: PostgreSQL {us(pg_cpu['postgres'], transactions):5.1f}, "
+              f"pgbench {us(pg_cpu['client'], transactions):5.1f}")
+    rounds.sort()
+    middle = len(rounds) // 2
+    median = rounds[middle] if len(rounds) % 2 else (rounds[middle - 1] + rounds[middle]) / 2
+    print(f"  median share {100 * median:.0f}% of pgbench -M prepared over {len(rounds)} rounds "
+          f"({100 * rounds[0]:.0f}% to {100 * rounds[-1]:.0f}%)")
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -191,8 +294,15 @@ def main():
     p.add_argument("--label", required=True)
     p.add_argument("--requests", type=int, required=True)
     p.add_argument("--top", type=int, default=25)
+    p = sub.add_parser("cpu")
+    p.add_argument("--service-pid", type=int, default=0)
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p = sub.add_parser("share")
+    p.add_argument("--out", required=True)
+    p.add_argument("--rounds", type=int, required=True)
     args = parser.parse_args()
-    return {"load": cmd_load, "crates": cmd_crates}[args.cmd](args)
+    commands = {"load": cmd_load, "crates": cmd_crates, "cpu": cmd_cpu, "share": cmd_share}
+    return commands[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,13 @@
 # the instructions of an idle window (the reconciler, timers), per second,
 # are subtracted. Then the breakdown by crate of GET /orders/{id} and
 # POST /orders from the build with symbols, and GET /orders/{id} natively
-# with wrk against pgbench's prepared SELECT of the same rows, alternated,
-# with the service's peak RSS.
+# with wrk against pgbench's prepared SELECT of the same rows, alternated
+# for some rounds, each with the CPU that the service, PostgreSQL and the
+# client spent on a request or a transaction, then the median share and the
+# service's peak RSS.
 # Environment: PG_BASE_URL (postgresql://postgres@127.0.0.1:5432),
 # BENCH_DB (orders_instructions), BENCH_PORT (18090), COUNT (2000), WARMUP
-# (200), WALL_SECONDS (5), CONNECTIONS (16), BENCH_BIN_DIR (the release
+# (200), WALL_SECONDS (5), ROUNDS (6), CONNECTIONS (16), BENCH_BIN_DIR (the release
 # binaries to measure with --no-build, for comparing builds; default
 # $CARGO_TARGET_DIR/release, else target/release). Results in
 # bench/out/<time>-instructions/.
@@ -55,6 +57,7 @@ PORT=${BENCH_PORT:-18090}
 COUNT=${COUNT:-2000}
 WARMUP=${WARMUP:-200}
 WALL_SECONDS=${WALL_SECONDS:-5}
+ROUNDS=${ROUNDS:-6}
 CONNECTIONS=${CONNECTIONS:-16}
 ORDERS=10000
 WRK_VERSION=4.1.0-3+b2
@@ -162,28 +165,24 @@ fi
 
 if [ "$WALL" = 1 ]; then
   if ! command -v wrk >/dev/null; then say "installing wrk $WRK_VERSION (Debian)"; apt_install "wrk=$WRK_VERSION"; fi
-  say "wall clock: GET /orders/{id} (wrk, $CONNECTIONS connections) against pgbench -M prepared, ${WALL_SECONDS} s each, alternated"
+  say "wall clock: GET /orders/{id} (wrk, $CONNECTIONS connections) against pgbench -M prepared, ${WALL_SECONDS} s each, $ROUNDS rounds alternated"
+  mkdir -p "$OUT/wall"
   python3 "$BENCH/bench.py" sql --root "$ROOT" --out "$OUT/pgbench" >/dev/null
   python3 -c "
 import sys; sys.path.insert(0, '$BENCH'); import instructions
 for n in range(1, $ORDERS + 1): print(instructions.preload_id(n))" >"$OUT/ids.txt"
   start_service 30 "$BIN/orders-service"
-  service=() pg=()
-  for round in 1 2; do
-    BENCH_MODE=get BENCH_IDS="$OUT/ids.txt" wrk -t2 -c"$CONNECTIONS" -d1s -s "$BENCH/wrk/bench.lua" \
-      "http://127.0.0.1:$PORT/" >/dev/null
-    rps=$(BENCH_MODE=get BENCH_IDS="$OUT/ids.txt" wrk -t2 -c"$CONNECTIONS" -d"${WALL_SECONDS}s" \
-      -s "$BENCH/wrk/bench.lua" "http://127.0.0.1:$PORT/" |
-      sed -n 's/^BENCHJSON //p' | python3 -c 'import json,sys; r=json.load(sys.stdin)
-errors = sum(v for k, v in r.items() if k.startswith("err_"))
-if errors: sys.exit(f"instructions: {errors} errors")
-print(round(r["requests"] / (r["duration_us"] / 1e6)))')
-    tps=$(pgbench -n -c "$CONNECTIONS" -j 2 -T "$WALL_SECONDS" -M prepared -D owner=test \
-      -D orders="$ORDERS" -f "$OUT/pgbench/get.sql" "$PG_URL" 2>&1 |
-      sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p')
-    printf '  round %d: service %6d req/s   pgbench -M prepared %6.0f tps   %3.0f%%\n' \
-      "$round" "$rps" "$tps" "$(python3 -c "print(100 * $rps / $tps)")"
+  BENCH_MODE=get BENCH_IDS="$OUT/ids.txt" wrk -t2 -c"$CONNECTIONS" -d2s -s "$BENCH/wrk/bench.lua" \
+    "http://127.0.0.1:$PORT/" >/dev/null
+  for round in $(seq 1 "$ROUNDS"); do
+    BENCH_MODE=get BENCH_IDS="$OUT/ids.txt" python3 "$BENCH/instructions.py" cpu --service-pid "$SERVICE_PID" -- \
+      wrk -t2 -c"$CONNECTIONS" -d"${WALL_SECONDS}s" -s "$BENCH/wrk/bench.lua" "http://127.0.0.1:$PORT/" \
+      >"$OUT/wall/round-$round-service.txt"
+    python3 "$BENCH/instructions.py" cpu --service-pid "$SERVICE_PID" -- \
+      pgbench -n -c "$CONNECTIONS" -j 2 -T "$WALL_SECONDS" -M prepared -D owner=test \
+      -D orders="$ORDERS" -f "$OUT/pgbench/get.sql" "$PG_URL" >"$OUT/wall/round-$round-pgbench.txt"
   done
+  python3 "$BENCH/instructions.py" share --out "$OUT/wall" --rounds "$ROUNDS" | tee "$OUT/wall/share.txt"
   rss=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$SERVICE_PID/status")
   echo "  service peak RSS $rss MiB"
   stop_service
