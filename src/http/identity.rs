@@ -1,6 +1,8 @@
 //! Who is calling. Handlers that take a [`Caller`] cannot forget to scope
 //! their queries to that user.
 
+use std::borrow::Cow;
+
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
@@ -10,9 +12,11 @@ use crate::auth::AuthError;
 use super::error::ApiError;
 use super::state::AppState;
 
-/// The user every operation is scoped to.
+/// The user every operation is scoped to. Borrowed when it is the
+/// anonymous user, so that a request with authentication off allocates
+/// nothing for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller(pub String);
+pub struct Caller(pub Cow<'static, str>);
 
 impl Caller {
     /// With authentication off, every caller is this user.
@@ -20,6 +24,10 @@ impl Caller {
 
     pub fn id(&self) -> &str {
         &self.0
+    }
+
+    pub fn into_id(self) -> String {
+        self.0.into_owned()
     }
 }
 
@@ -31,7 +39,7 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let Some(authenticator) = &state.authenticator else {
-            return Ok(Caller(Self::ANONYMOUS.to_owned()));
+            return Ok(Caller(Cow::Borrowed(Self::ANONYMOUS)));
         };
         let header = parts
             .headers
@@ -39,7 +47,7 @@ impl FromRequestParts<AppState> for Caller {
             .map(|value| value.to_str().map_err(|_| AuthError::Malformed))
             .transpose()?;
         match authenticator.authenticate(header).await {
-            Ok(user) => Ok(Caller(user)),
+            Ok(user) => Ok(Caller(Cow::Owned(user))),
             Err(reason) => {
                 tracing::debug!(%reason, "token refused");
                 Err(reason.into())

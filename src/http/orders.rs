@@ -251,7 +251,7 @@ pub async fn replace_order(
 ) -> Result<OrderJson, ApiError> {
     // Tracked like pay and cancel: settling an open payment first calls
     // payments, which a client hanging up must not cut short.
-    let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
+    let (lifecycle, owner) = (state.lifecycle.clone(), caller.into_id());
     let order = state
         .tasks
         .spawn(local::carried(async move {
@@ -284,7 +284,7 @@ pub async fn delete_order(
     caller: Caller,
     OrderIdPath(id): OrderIdPath,
 ) -> Result<StatusCode, ApiError> {
-    let (lifecycle, owner) = (state.lifecycle.clone(), caller.0);
+    let (lifecycle, owner) = (state.lifecycle.clone(), caller.into_id());
     state
         .tasks
         .spawn(local::carried(
@@ -337,7 +337,7 @@ pub async fn pay_order(
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     OrderIdPath(id): OrderIdPath,
 ) -> Result<Response, ApiError> {
-    let (lifecycle, owner) = (state.lifecycle.clone(), caller.0.clone());
+    let (lifecycle, owner) = (state.lifecycle.clone(), caller.id().to_owned());
     let work = async move {
         Ok(match lifecycle.pay(&owner, id).await? {
             Paid::Scheduled(order) => OrderJson(order).into_response(),
@@ -349,7 +349,7 @@ pub async fn pay_order(
                 .into_response(),
         })
     };
-    keyed::run(&state, caller.0, key, KeyedAction::Pay, id, work).await
+    keyed::run(&state, caller.into_id(), key, KeyedAction::Pay, id, work).await
 }
 
 /// Whole seconds, rounded up: a client told to come back never comes back
@@ -394,10 +394,10 @@ pub async fn cancel_order(
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     OrderIdPath(id): OrderIdPath,
 ) -> Result<Response, ApiError> {
-    let (lifecycle, owner) = (state.lifecycle.clone(), caller.0.clone());
+    let (lifecycle, owner) = (state.lifecycle.clone(), caller.id().to_owned());
     let work = async move {
         let order = lifecycle.cancel(&owner, id).await?;
         Ok(OrderJson(order).into_response())
     };
-    keyed::run(&state, caller.0, key, KeyedAction::Cancel, id, work).await
+    keyed::run(&state, caller.into_id(), key, KeyedAction::Cancel, id, work).await
 }
