@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Audience, Authenticator, KeyStore};
 use crate::config::{self, AuthSettings, CorsOrigins, DatabaseUrl, KeySource, Settings};
 use crate::db::{Database, migrations};
-use crate::http::{self, AppState, HttpSettings};
+use crate::http::{self, AppState, HttpSettings, Shared};
 use crate::lifecycle::{OrderLifecycle, Timing, reconciler};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -242,7 +242,7 @@ pub async fn app(settings: &Settings) -> Result<(Router, AppState), StartupError
     }
     let authenticator = authenticator(settings.auth.as_ref(), http.clone()).await?;
     let metrics = Arc::new(Metrics::new());
-    let state = AppState {
+    let state = AppState::new(Shared {
         lifecycle: Arc::new(OrderLifecycle::new(
             repo.clone(),
             payments,
@@ -257,7 +257,7 @@ pub async fn app(settings: &Settings) -> Result<(Router, AppState), StartupError
         max_body_bytes: settings.server.max_body_bytes,
         idempotency_key_ttl: settings.idempotency_key_ttl,
         repo,
-    };
+    });
     let router = http::router(
         state.clone(),
         &HttpSettings {

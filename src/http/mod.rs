@@ -30,7 +30,7 @@ use tracing::Span;
 
 use observe::REQUEST_ID;
 
-pub use state::AppState;
+pub use state::{AppState, Shared};
 
 /// Settings of the middleware stack.
 #[derive(Debug, Clone)]

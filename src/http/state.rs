@@ -4,9 +4,29 @@ use crate::lifecycle::OrderLifecycle;
 use crate::readiness::Readiness;
 use crate::repository::OrdersRepository;
 
-/// Shared by every handler; cheap to clone.
+/// Shared by every handler. One reference count for all of it: axum
+/// clones the state for every extractor that takes it, and a count per
+/// field was a handful of atomic increments and decrements a request, on
+/// cache lines every worker thread writes.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub repo: OrdersRepository,
     pub lifecycle: Arc<OrderLifecycle>,
     pub readiness: Arc<Readiness>,
