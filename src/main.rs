@@ -5,11 +5,11 @@ use orders_service::startup::{Application, shutdown_signal};
 use orders_service::telemetry;
 
 /// mimalloc instead of glibc's malloc: a request allocates and frees some
-/// hundred blocks, and glibc spent a tenth of a request's instructions on
-/// them (hyper's 8 KiB read buffer, freed and taken again on almost every
+/// hundred blocks, and glibc spent a sixth of a get's instructions on them
+/// (hyper's 8 KiB read buffer, freed and taken again on almost every
 /// request, costs it most). Built without transparent huge pages
-/// (`no_thp`): with them, a few busy connections took the resident set
-/// from 22 to 36 MiB.
+/// (`no_thp`): with them, 16 busy connections took the resident set from
+/// 22 to 36 MiB.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
