@@ -130,11 +130,11 @@ def cmd_sql(args):
         with open(os.path.join(args.out, f"{name}.sql"), "w") as f:
             f.write(text)
     # EXPLAIN of each statement as the service's prepared statements run it:
-    # generic plans without JIT (its sessions set both, src/db/pg_pool.rs).
+    # generic plans (its sessions set plan_cache_mode, src/db/pg_pool.rs).
     # psql variable get_id: an existing order, whichever way it was made.
     get_id = ":'get_id'::uuid"
     with open(os.path.join(args.out, "explain.sql"), "w") as f:
-        f.write("SET plan_cache_mode = force_generic_plan; SET jit = off;\n")
+        f.write("SET plan_cache_mode = force_generic_plan;\n")
         f.write(f"PREPARE get_order(uuid, text) AS {get};\n")
         for name, sql in lists.items():
             f.write(f"PREPARE {name}(text, int8) AS {sql};\n")

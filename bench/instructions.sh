@@ -179,9 +179,8 @@ for n in range(1, $ORDERS + 1): print(instructions.preload_id(n))" >"$OUT/ids.tx
     BENCH_MODE=get BENCH_IDS="$OUT/ids.txt" python3 "$BENCH/instructions.py" cpu --service-pid "$SERVICE_PID" -- \
       wrk -t2 -c"$CONNECTIONS" -d"${WALL_SECONDS}s" -s "$BENCH/wrk/bench.lua" "http://127.0.0.1:$PORT/" \
       >"$OUT/wall/round-$round-service.txt"
-    # Generic plans without JIT, as the service's sessions run them
-    # (src/db/pg_pool.rs).
-    PGOPTIONS="-c plan_cache_mode=force_generic_plan -c jit=off" \
+    # Generic plans, as the service's sessions run them (src/db/pg_pool.rs).
+    PGOPTIONS="-c plan_cache_mode=force_generic_plan" \
       python3 "$BENCH/instructions.py" cpu --service-pid "$SERVICE_PID" -- \
       pgbench -n -c "$CONNECTIONS" -j 2 -T "$WALL_SECONDS" -M prepared -D owner=test \
       -D orders="$ORDERS" -f "$OUT/pgbench/get.sql" "$PG_URL" >"$OUT/wall/round-$round-pgbench.txt"

@@ -84,14 +84,10 @@ impl managed::Manager for Manager {
         // dearer than any custom one (pgbench `-M prepared` serves three
         // times the list pages with generic plans on this project's
         // benchmark data). The reads' generic plans walk their indexes
-        // whatever the statistics (tests/api/query_plans.rs). That same
-        // guess puts a page of a million orders' list at a cost past
-        // `jit_above_cost`, and PostgreSQL then compiled it at every
-        // execution (235 ms for a 0.1 ms walk), so JIT is off too: these
-        // are short statements, none of which it would speed up. `SET`s,
-        // not startup options, so that connection poolers which refuse
+        // whatever the statistics (tests/api/query_plans.rs). A `SET`, not
+        // a startup option, so that connection poolers which refuse
         // unknown startup parameters still take the connection.
-        sqlx::raw_sql("SET plan_cache_mode = force_generic_plan; SET jit = off")
+        sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
             .execute(&mut conn)
             .await?;
         Ok(conn)
