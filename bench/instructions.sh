@@ -20,8 +20,7 @@
 # the instructions of an idle window (the reconciler, timers), per second,
 # are subtracted. Then the breakdown by crate of GET /orders/{id} and
 # POST /orders from the build with symbols, and GET /orders/{id} natively
-# with wrk against pgbench's prepared SELECT of the same rows (generic plans,
-# as the service's sessions run them), alternated
+# with wrk against pgbench's prepared SELECT of the same rows, alternated
 # for some rounds, each with the CPU that the service, PostgreSQL and the
 # client spent on a request or a transaction, then the median share and the
 # service's peak RSS.
@@ -179,9 +178,7 @@ for n in range(1, $ORDERS + 1): print(instructions.preload_id(n))" >"$OUT/ids.tx
     BENCH_MODE=get BENCH_IDS="$OUT/ids.txt" python3 "$BENCH/instructions.py" cpu --service-pid "$SERVICE_PID" -- \
       wrk -t2 -c"$CONNECTIONS" -d"${WALL_SECONDS}s" -s "$BENCH/wrk/bench.lua" "http://127.0.0.1:$PORT/" \
       >"$OUT/wall/round-$round-service.txt"
-    # Generic plans, as the service's sessions run them (src/db/pg_pool.rs).
-    PGOPTIONS="-c plan_cache_mode=force_generic_plan" \
-      python3 "$BENCH/instructions.py" cpu --service-pid "$SERVICE_PID" -- \
+    python3 "$BENCH/instructions.py" cpu --service-pid "$SERVICE_PID" -- \
       pgbench -n -c "$CONNECTIONS" -j 2 -T "$WALL_SECONDS" -M prepared -D owner=test \
       -D orders="$ORDERS" -f "$OUT/pgbench/get.sql" "$PG_URL" >"$OUT/wall/round-$round-pgbench.txt"
   done

@@ -269,11 +269,8 @@ http() { # ORDERS ENDPOINT-LABEL BENCH_MODE PATH
 pgb() { # ORDERS SCRIPT PROTOCOL
   # -M simple (pgbench's default) substitutes variables into the text, so
   # strings and arrays go in as quoted literals; -M prepared binds them.
-  # -M prepared runs generic plans, as the service's sessions do
-  # (src/db/pg_pool.rs), so that both run the same statements the same way.
   local q=""
   [ "$3" = simple ] && q="'"
-  PGOPTIONS="-c plan_cache_mode=force_generic_plan" \
   python3 "$BENCH/bench.py" pgbench --script "$2" --protocol "$3" --orders "$1" \
     --results "$RESULTS" --raw "$RAW" -- \
     pgbench -n -c "$CONNECTIONS" -j 2 -T "$DURATION" -M "$3" \

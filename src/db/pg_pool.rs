@@ -76,21 +76,7 @@ impl managed::Manager for Manager {
         // the pool's `get` future stays small, and so does every future that
         // awaits it (the acquire timeout, the unit of work, the handler),
         // which are moved at each step of every request, connecting or not.
-        let mut conn = Box::pin(self.options.connect()).await?;
-        // Every statement runs its generic plan, planned once per
-        // connection. Left to choose (`auto`), PostgreSQL keeps planning a
-        // list page anew at every execution, because the generic plan
-        // guesses that `LIMIT $n` keeps a tenth of the table and so looks
-        // dearer than any custom one (pgbench `-M prepared` serves three
-        // times the list pages with generic plans on this project's
-        // benchmark data). The reads' generic plans walk their indexes
-        // whatever the statistics (tests/api/query_plans.rs). A `SET`, not
-        // a startup option, so that connection poolers which refuse
-        // unknown startup parameters still take the connection.
-        sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
-            .execute(&mut conn)
-            .await?;
-        Ok(conn)
+        Box::pin(self.options.connect()).await
     }
 
     async fn recycle(&self, _: &mut PgConnection, metrics: &Metrics) -> RecycleResult<sqlx::Error> {

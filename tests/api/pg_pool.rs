@@ -51,15 +51,6 @@ async fn a_statement_cut_off_half_way_does_not_leak_into_the_next_checkout() {
     assert_eq!(answer::<i32>(&pool, "SELECT 43").await.unwrap(), 43);
 }
 
-#[tokio::test]
-async fn every_connection_runs_generic_plans() {
-    let pool = single_connection_pool();
-    let mode: String = answer(&pool, "SELECT current_setting('plan_cache_mode')")
-        .await
-        .unwrap();
-    assert_eq!(mode, "force_generic_plan");
-}
-
 /// Runs a transaction that creates a temporary table and cuts it off before
 /// its commit, as a request that timed out would be; the session's pid.
 async fn cut_off_transaction(pool: &PgPool) -> i32 {
