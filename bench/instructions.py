@@ -17,7 +17,6 @@ import http.client
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -178,58 +177,24 @@ def cmd_crates(args):
     return 0
 
 
-def cpu_times():
-    """CPU ticks (user + system) of every process, by pid: its own and,
-    for PostgreSQL's postmaster, those of the backends it has reaped."""
-    ticks = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        own = int(fields[11]) + int(fields[12])
-        reaped = int(fields[13]) + int(fields[14])
-        ticks[int(pid)] = (comm, own, reaped)
-    return ticks
-
-
 def cmd_cpu(args):
     """The CPU each side of a comparison spends, so a share of throughput
-    can be read as costs: a PostgreSQL backend that exits during the run (a
-    pgbench client's) is counted through the postmaster's reaped children,
-    and the generator through this process's."""
-    tick = os.sysconf("SC_CLK_TCK")
-    before = cpu_times()
-    started = time.monotonic()
+    can be read as costs (bench.py's sampler: a PostgreSQL backend that
+    exits during the run, a pgbench client's, counts up to its last
+    sample)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench import CpuSampler
+
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    run = subprocess.run(command, capture_output=True, text=True)
-    wall = time.monotonic() - started
-    # A client's backends exit once it has gone; their CPU reaches the
-    # postmaster's reaped-children count only when it has reaped them.
-    time.sleep(0.5)
-    after = cpu_times()
+    with CpuSampler(args.service_pid) as cpu:
+        run = subprocess.run(command, capture_output=True, text=True)
     sys.stdout.write(run.stdout)
     if run.returncode != 0:
         sys.stderr.write(run.stderr)
         return run.returncode
-    spent = {"service": 0, "postgres": 0}
-    for pid, (comm, own, reaped) in after.items():
-        was = before.get(pid)
-        was_own, was_reaped = (was[1], was[2]) if was and was[0] == comm else (0, 0)
-        if pid == args.service_pid:
-            spent["service"] += own - was_own
-        elif comm.startswith("postgres"):
-            spent["postgres"] += own - was_own + (reaped - was_reaped if was else 0)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = {k: v / tick for k, v in spent.items()}
-    result["client"] = usage.ru_utime + usage.ru_stime
-    result["wall"] = wall
-    print("CPUJSON " + json.dumps(result))
+    spent = {party: cores * cpu.seconds for party, cores in cpu.cores.items()}
+    print("CPUJSON " + json.dumps({"service": spent["service"], "postgres": spent["postgres"],
+                                   "client": spent["loadgen"], "wall": cpu.seconds}))
     return 0
 
 
