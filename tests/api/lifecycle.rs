@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
 use crate::helpers::{Backend, TestApp, assert_detail, latte_order, spawn_app};
-use crate::upstreams::{payment, schedule, spawn_with_upstreams, too_slow};
+use crate::upstreams::{
+    payment, schedule, spawn_with_patient_upstreams, spawn_with_upstreams, too_slow,
+};
 
 const UNKNOWN: &str = "/orders/6f1e2a34-0000-4000-8000-000000000000";
 
@@ -163,7 +165,7 @@ async fn concurrent_pays(app: &TestApp, n: usize) {
 }
 
 async fn concurrent_pays_charge_exactly_once(backend: Backend) {
-    let (app, upstreams) = spawn_with_upstreams(backend).await;
+    let (app, upstreams) = spawn_with_patient_upstreams(backend).await;
     upstreams
         .payments_answer(payment("paid").set_delay(Duration::from_millis(150)))
         .await;
@@ -176,7 +178,7 @@ async fn concurrent_pays_charge_exactly_once(backend: Backend) {
 }
 
 async fn pay_racing_cancel_ends_in_one_consistent_state(backend: Backend) {
-    let (app, upstreams) = spawn_with_upstreams(backend).await;
+    let (app, upstreams) = spawn_with_patient_upstreams(backend).await;
     upstreams
         .payments_answer(payment("paid").set_delay(Duration::from_millis(100)))
         .await;
@@ -349,7 +351,7 @@ async fn a_lease_blocks_others_until_it_expires(backend: Backend) {
 /// While a charge is in flight nothing may delete, change or cancel the
 /// order it pays for.
 async fn delete_replace_and_cancel_wait_for_a_charge_in_flight(backend: Backend) {
-    let (app, upstreams) = spawn_with_upstreams(backend).await;
+    let (app, upstreams) = spawn_with_patient_upstreams(backend).await;
     upstreams
         .payments_answer(payment("paid").set_delay(Duration::from_millis(600)))
         .await;
@@ -381,7 +383,7 @@ async fn delete_replace_and_cancel_wait_for_a_charge_in_flight(backend: Backend)
 
 /// The state machine runs to its end even when the client hangs up.
 async fn a_client_hanging_up_mid_pay_does_not_lose_the_charge(backend: Backend) {
-    let (app, upstreams) = spawn_with_upstreams(backend).await;
+    let (app, upstreams) = spawn_with_patient_upstreams(backend).await;
     upstreams
         .payments_answer(payment("paid").set_delay(Duration::from_millis(400)))
         .await;

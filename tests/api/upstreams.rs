@@ -19,6 +19,14 @@ pub async fn spawn_with_upstreams(backend: Backend) -> (TestApp, Upstreams) {
     spawn_with_upstreams_and(backend, &[]).await
 }
 
+/// For tests that hold an upstream's answer on purpose to keep a call in
+/// flight: the delay stays far from the timeout, so a busy machine cannot
+/// turn "slow" into "timed out" (3 × 5 s plus the database waits still fit
+/// the default request timeout).
+pub async fn spawn_with_patient_upstreams(backend: Backend) -> (TestApp, Upstreams) {
+    spawn_with_upstreams_and(backend, &[("UPSTREAM_TIMEOUT_MS", "5000")]).await
+}
+
 pub async fn spawn_with_upstreams_and(
     backend: Backend,
     extra: &[(&str, &str)],
