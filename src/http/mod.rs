@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, extractors, errors and the middleware stack.
 
+mod cors;
 pub mod cursor;
 pub mod docs;
 pub mod dto;
@@ -21,10 +22,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, StatusCode};
 use axum::response::Response;
 use tower::ServiceBuilder;
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tracing::Span;
 
@@ -49,39 +49,6 @@ fn is_operational(path: &str) -> bool {
         health::METRICS_PATH,
     ]
     .contains(&path)
-}
-
-fn cors(origins: Option<&[String]>) -> CorsLayer {
-    let origin = match origins {
-        None => AllowOrigin::from(Any),
-        Some(list) => AllowOrigin::list(
-            list.iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok())
-                .collect::<Vec<_>>(),
-        ),
-    };
-    CorsLayer::new()
-        .allow_origin(origin)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("idempotency-key"),
-            REQUEST_ID,
-        ])
-        .expose_headers([
-            header::LOCATION,
-            header::LINK,
-            REQUEST_ID,
-            HeaderName::from_static("idempotent-replayed"),
-        ])
-        .max_age(Duration::from_secs(600))
 }
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -161,7 +128,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     // template is known to the outer layer), built once.
     let layers = ServiceBuilder::new()
         .layer(observe::ObserveLayer::new(registry))
-        .layer(cors(settings.cors_origins.as_deref()))
+        .layer(cors::CorsLayer::new(settings.cors_origins.as_deref()))
         // 504, not 503: a pay or cancel cut off here goes on detached (a
         // charge may still go through), so the outcome is unknown, and
         // retrying (with the same key) is safe.
