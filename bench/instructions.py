@@ -9,6 +9,7 @@
   crates   group `callgrind_annotate` output by crate
   cpu      run a load generator and print, as JSON, the CPU seconds that the
            service, PostgreSQL and the generator itself spent meanwhile
+  rate     the requests per second of a round's service run, for pgbench -R
   share    summarize the alternated rounds of the wall-clock comparison
 """
 
@@ -198,6 +199,32 @@ def cmd_cpu(args):
     return 0
 
 
+def service_round(path):
+    """A round's wrk figures (bench/wrk/bench.lua) and the CPU spent."""
+    with open(path) as f:
+        text = f.read()
+    bench = json.loads(re.search(r"^BENCHJSON (.*)$", text, re.M).group(1))
+    cpu = json.loads(re.search(r"^CPUJSON (.*)$", text, re.M).group(1))
+    return bench, cpu
+
+
+def pgbench_round(path):
+    """A round's pgbench figures: tps, transactions and the CPU spent."""
+    with open(path) as f:
+        text = f.read()
+    tps = float(re.search(r"^tps = ([0-9.]+) \(without initial", text, re.M).group(1))
+    transactions = int(re.search(r"^number of transactions actually processed: (\d+)",
+                                 text, re.M).group(1))
+    cpu = json.loads(re.search(r"^CPUJSON (.*)$", text, re.M).group(1))
+    return tps, transactions, cpu
+
+
+def cmd_rate(args):
+    bench, _ = service_round(args.file)
+    print(max(1, round(bench["requests"] / (bench["duration_us"] / 1e6))))
+    return 0
+
+
 def cmd_share(args):
     """Each round's share and what a request and a transaction cost in
     CPU, then the median share: the machine's speed drifts between rounds
@@ -205,22 +232,14 @@ def cmd_share(args):
     little, and the costs say why the share is what it is."""
     rounds = []
     for n in range(1, args.rounds + 1):
-        with open(os.path.join(args.out, f"round-{n}-service.txt")) as f:
-            text = f.read()
-        bench = json.loads(re.search(r"^BENCHJSON (.*)$", text, re.M).group(1))
-        service_cpu = json.loads(re.search(r"^CPUJSON (.*)$", text, re.M).group(1))
+        bench, service_cpu = service_round(os.path.join(args.out, f"round-{n}-service.txt"))
         errors = sum(v for k, v in bench.items() if k.startswith("err_"))
         if errors:
             print(f"instructions: round {n}: {errors} errors", file=sys.stderr)
             return 1
         requests = bench["requests"]
         rps = requests / (bench["duration_us"] / 1e6)
-        with open(os.path.join(args.out, f"round-{n}-pgbench.txt")) as f:
-            text = f.read()
-        tps = float(re.search(r"^tps = ([0-9.]+) \(without initial", text, re.M).group(1))
-        transactions = int(re.search(r"^number of transactions actually processed: (\d+)",
-                                     text, re.M).group(1))
-        pg_cpu = json.loads(re.search(r"^CPUJSON (.*)$", text, re.M).group(1))
+        tps, transactions, pg_cpu = pgbench_round(os.path.join(args.out, f"round-{n}-pgbench.txt"))
         share = rps / tps
         rounds.append(share)
 
@@ -234,6 +253,12 @@ def cmd_share(args):
               f"wrk {us(service_cpu['client'], requests):5.1f}; "
               f"a transaction: PostgreSQL {us(pg_cpu['postgres'], transactions):5.1f}, "
               f"pgbench {us(pg_cpu['client'], transactions):5.1f}")
+        paced = os.path.join(args.out, f"round-{n}-paced.txt")
+        if os.path.exists(paced):
+            paced_tps, paced_tx, paced_cpu = pgbench_round(paced)
+            print(f"           pgbench held to the service's rate ({paced_tps:6.0f} tps): "
+                  f"PostgreSQL {us(paced_cpu['postgres'], paced_tx):5.1f}, "
+                  f"pgbench {us(paced_cpu['client'], paced_tx):5.1f} µs a transaction")
     rounds.sort()
     middle = len(rounds) // 2
     median = rounds[middle] if len(rounds) % 2 else (rounds[middle - 1] + rounds[middle]) / 2
@@ -262,11 +287,14 @@ def main():
     p = sub.add_parser("cpu")
     p.add_argument("--service-pid", type=int, default=0)
     p.add_argument("command", nargs=argparse.REMAINDER)
+    p = sub.add_parser("rate")
+    p.add_argument("--file", required=True)
     p = sub.add_parser("share")
     p.add_argument("--out", required=True)
     p.add_argument("--rounds", type=int, required=True)
     args = parser.parse_args()
-    commands = {"load": cmd_load, "crates": cmd_crates, "cpu": cmd_cpu, "share": cmd_share}
+    commands = {"load": cmd_load, "crates": cmd_crates, "cpu": cmd_cpu, "rate": cmd_rate,
+                "share": cmd_share}
     return commands[args.cmd](args)
 
 

@@ -22,8 +22,9 @@
 # POST /orders from the build with symbols, and GET /orders/{id} natively
 # with wrk against pgbench's prepared SELECT of the same rows, alternated
 # for some rounds, each with the CPU that the service, PostgreSQL and the
-# client spent on a request or a transaction, then the median share and the
-# service's peak RSS.
+# client spent on a request or a transaction, and pgbench once more held to
+# the service's rate of the round (PostgreSQL's cost a query at that pace),
+# then the median share and the service's peak RSS.
 # Environment: PG_BASE_URL (postgresql://postgres@127.0.0.1:5432),
 # BENCH_DB (orders_instructions), BENCH_PORT (18090), COUNT (2000), WARMUP
 # (200), WALL_SECONDS (5), ROUNDS (6), CONNECTIONS (16), BENCH_BIN_DIR (the release
@@ -181,6 +182,13 @@ for n in range(1, $ORDERS + 1): print(instructions.preload_id(n))" >"$OUT/ids.tx
     python3 "$BENCH/instructions.py" cpu --service-pid "$SERVICE_PID" -- \
       pgbench -n -c "$CONNECTIONS" -j 2 -T "$WALL_SECONDS" -M prepared -D owner=test \
       -D orders="$ORDERS" -f "$OUT/pgbench/get.sql" "$PG_URL" >"$OUT/wall/round-$round-pgbench.txt"
+    # The same transactions held to the service's rate of this round: what
+    # PostgreSQL spends on a query depends on how busy the machine is, so
+    # this tells its cost at the service's pace from the service's doing.
+    rate=$(python3 "$BENCH/instructions.py" rate --file "$OUT/wall/round-$round-service.txt")
+    python3 "$BENCH/instructions.py" cpu --service-pid "$SERVICE_PID" -- \
+      pgbench -n -c "$CONNECTIONS" -j 2 -T "$WALL_SECONDS" -R "$rate" -M prepared -D owner=test \
+      -D orders="$ORDERS" -f "$OUT/pgbench/get.sql" "$PG_URL" >"$OUT/wall/round-$round-paced.txt"
   done
   python3 "$BENCH/instructions.py" share --out "$OUT/wall" --rounds "$ROUNDS" | tee "$OUT/wall/share.txt"
   rss=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$SERVICE_PID/status")
