@@ -184,7 +184,8 @@ for n in range(1, $ORDERS + 1): print(instructions.preload_id(n))" >"$OUT/ids.tx
       -D orders="$ORDERS" -f "$OUT/pgbench/get.sql" "$PG_URL" >"$OUT/wall/round-$round-pgbench.txt"
     # The same transactions held to the service's rate of this round: what
     # PostgreSQL spends on a query depends on how busy the machine is, so
-    # this tells its cost at the service's pace from the service's doing.
+    # this tells its cost at the service's pace apart from anything the
+    # service adds.
     rate=$(python3 "$BENCH/instructions.py" rate --file "$OUT/wall/round-$round-service.txt")
     python3 "$BENCH/instructions.py" cpu --service-pid "$SERVICE_PID" -- \
       pgbench -n -c "$CONNECTIONS" -j 2 -T "$WALL_SECONDS" -R "$rate" -M prepared -D owner=test \
