@@ -53,10 +53,8 @@ impl OrderLifecycle {
     pub async fn pay(&self, owner: &str, id: OrderId) -> Result<Paid> {
         let state = self.repo.lifecycle_state(owner, id).await?;
         let step = state.status.payment_step();
-        if step == PaymentStep::Refused && state.charged && state.status != OrderStatus::Cancelled {
-            // A retry of a pay whose charge went through (settled and
-            // scheduled since, by the reconciler or another request): the
-            // pay did happen, so it is answered as done.
+        if super::paid_and_moved_on(&state) {
+            // A retry of a pay whose charge went through: it did happen.
             return Ok(Paid::Scheduled(self.repo.get(owner, id).await?));
         }
         if step == PaymentStep::Refused {
@@ -85,14 +83,29 @@ impl OrderLifecycle {
 
     /// `created` → `paid`, through an attempt committed before the call.
     async fn charge(&self, payments: &dyn Payments, owner: &str, id: OrderId) -> Result<Charged> {
-        let claim = self
-            .repo
-            .begin_charge(owner, id, self.timing.lease_ms(), Uuid::new_v4())
-            .await?;
-        let Some(claim) = claim else {
-            self.after_lost_claim(owner, id, Action::Pay, Some(OrderStatus::Paid))
+        let mut looks = 0;
+        let claim = loop {
+            let claim = self
+                .repo
+                .begin_charge(owner, id, self.timing.lease_ms(), Uuid::new_v4())
                 .await?;
-            return Ok(Charged::Before);
+            if let Some(claim) = claim {
+                break claim;
+            }
+            match self
+                .after_lost_claim(owner, id, Action::Pay, Some(OrderStatus::Paid))
+                .await
+            {
+                // The holder's lease ended between the claim and the look
+                // (or at the very moment of the claim), leaving its attempt
+                // open for this pay to take up under the same key: claiming
+                // again beats a 409 that has no holder to wait for.
+                Err(LifecycleError::PaymentUnsettled { .. }) if looks < 2 => looks += 1,
+                outcome => {
+                    outcome?;
+                    return Ok(Charged::Before);
+                }
+            }
         };
         match self.ask_payments(payments, &claim).await {
             Verdict::Paid(payment_id) => {

@@ -40,9 +40,10 @@ pub use crate::repository::{Resolution, StuckItem};
 pub use charge::Paid;
 pub use error::{Action, Activity, LifecycleError};
 
+use crate::domain::status::PaymentStep;
 use crate::domain::{NewOrder, Order, OrderId, OrderStatus};
 use crate::metrics::Metrics;
-use crate::repository::{AttemptState, Lease, OrdersRepository, RepositoryError};
+use crate::repository::{AttemptState, Lease, LifecycleState, OrdersRepository, RepositoryError};
 use crate::upstream::{Kitchen, Payments, Service};
 
 type Result<T, E = LifecycleError> = std::result::Result<T, E>;
@@ -92,6 +93,15 @@ pub struct OrderLifecycle {
     kitchen: Option<Arc<dyn Kitchen>>,
     timing: Timing,
     metrics: Arc<Metrics>,
+}
+
+/// The order's charge went through and it has moved on past `paid`
+/// (scheduled, delivered): another request or the reconciler finished the
+/// pay, so a pay asking now, or losing the race to it, is answered as done.
+fn paid_and_moved_on(state: &LifecycleState) -> bool {
+    state.charged
+        && state.status.payment_step() == PaymentStep::Refused
+        && state.status != OrderStatus::Cancelled
 }
 
 impl OrderLifecycle {
@@ -154,8 +164,9 @@ impl OrderLifecycle {
     }
 
     /// Another request (or the reconciler) got there first. Fine if it
-    /// reached `goal` (the next step goes on from there); otherwise a 409
-    /// saying why: of two racing requests only one wins.
+    /// reached `goal` (the next step goes on from there), or, for a pay,
+    /// went past it with the charge made; otherwise a 409 saying why: of
+    /// two racing requests only one wins.
     async fn after_lost_claim(
         &self,
         owner: &str,
@@ -164,7 +175,7 @@ impl OrderLifecycle {
         goal: Option<OrderStatus>,
     ) -> Result<()> {
         let state = self.repo.lifecycle_state(owner, id).await?;
-        if Some(state.status) == goal {
+        if Some(state.status) == goal || (action == Action::Pay && paid_and_moved_on(&state)) {
             return Ok(());
         }
         if let Some(left) = state.busy_for {

@@ -381,7 +381,48 @@ async fn a_poisoned_item_does_not_stop_the_others(backend: Backend) {
     assert_eq!(app.status_of(poisoned).await, "paid", "left as it was");
 }
 
+/// Pays racing the end of a holder's lease: one that finds the order held
+/// and, a moment later, no holder but the attempt still open takes the
+/// attempt up (same key) instead of answering a 409 with no holder to
+/// wait for. Every 409 says when to come back, and the charge is made once.
+async fn pays_at_the_end_of_a_lease_take_up_its_attempt(backend: Backend) {
+    let (app, fake) = spawn(backend, None).await;
+    let app = std::sync::Arc::new(app);
+    let id = app.create_latte().await;
+    fake.fail_charges(&[Fault::Reset]);
+    assert_detail(pay(&app, id).await, 502).await;
+    assert_eq!(fake.charges_of(id), 1, "payments took the money");
+    // A holder that died mid-call: its lease ends in a second.
+    app.force_lease(id, 1).await;
+    let mut payers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let app = app.clone();
+        payers.spawn(async move {
+            let started = std::time::Instant::now();
+            loop {
+                let answer = pay(&app, id).await;
+                let status = answer.status().as_u16();
+                if status == 200 {
+                    return;
+                }
+                let retry_after = answer.headers().get("retry-after").cloned();
+                let detail = assert_detail(answer, status).await;
+                assert_eq!(status, 409, "{detail}");
+                assert!(retry_after.is_some(), "a 409 without Retry-After: {detail}");
+                assert!(started.elapsed().as_secs() < 10, "never paid: {detail}");
+            }
+        });
+    }
+    while let Some(payer) = payers.join_next().await {
+        payer.unwrap();
+    }
+    assert_eq!(fake.charges_of(id), 1);
+    assert_eq!(fake.charge_keys_of(id), 1, "the same key, asked again");
+    assert_eq!(payment_of(&app, id).await["status"], "paid");
+}
+
 both_backends!(
+    pays_at_the_end_of_a_lease_take_up_its_attempt,
     a_retried_pay_after_the_reconciler_settled_it_answers_200,
     the_reconciler_leases_one_item_at_a_time,
     a_poisoned_item_does_not_stop_the_others,
