@@ -85,26 +85,21 @@ impl OrderLifecycle {
     async fn charge(&self, payments: &dyn Payments, owner: &str, id: OrderId) -> Result<Charged> {
         let mut looks = 0;
         let claim = loop {
-            let claim = self
-                .repo
-                .begin_charge(owner, id, self.timing.lease_ms(), Uuid::new_v4())
-                .await?;
-            if let Some(claim) = claim {
+            let key = Uuid::new_v4();
+            let lease_ms = self.timing.lease_ms();
+            if let Some(claim) = self.repo.begin_charge(owner, id, lease_ms, key).await? {
                 break claim;
             }
-            match self
-                .after_lost_claim(owner, id, Action::Pay, Some(OrderStatus::Paid))
-                .await
+            // Not held, still `created`, its attempt open: this pay's to
+            // take up, under the attempt's key.
+            let freed =
+                |err: &LifecycleError| matches!(err, LifecycleError::PaymentUnsettled { .. });
+            let goal = (Action::Pay, Some(OrderStatus::Paid));
+            if !self
+                .claim_again((owner, id), goal, &mut looks, freed)
+                .await?
             {
-                // The holder's lease ended between the claim and the look
-                // (or at the very moment of the claim), leaving its attempt
-                // open for this pay to take up under the same key: claiming
-                // again beats a 409 that has no holder to wait for.
-                Err(LifecycleError::PaymentUnsettled { .. }) if looks < 2 => looks += 1,
-                outcome => {
-                    outcome?;
-                    return Ok(Charged::Before);
-                }
+                return Ok(Charged::Before);
             }
         };
         match self.ask_payments(payments, &claim).await {

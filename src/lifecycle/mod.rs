@@ -163,6 +163,28 @@ impl OrderLifecycle {
         .map_err(|err| LifecycleError::refusal(Action::Delete, err))
     }
 
+    /// After a refused claim, looks at what became of the order
+    /// ([`Self::after_lost_claim`]): `Ok(false)` when that is fine for
+    /// `action`, `Ok(true)` to claim again. A look that finds the order free
+    /// again (`freed`: the holder let go between the claim and the look)
+    /// claims again, at most twice, rather than answer a 409 with no holder
+    /// to wait for.
+    async fn claim_again(
+        &self,
+        (owner, id): (&str, OrderId),
+        (action, goal): (Action, Option<OrderStatus>),
+        looks: &mut u32,
+        freed: impl Fn(&LifecycleError) -> bool,
+    ) -> Result<bool> {
+        match self.after_lost_claim(owner, id, action, goal).await {
+            Err(err) if *looks < 2 && freed(&err) => {
+                *looks += 1;
+                Ok(true)
+            }
+            outcome => outcome.map(|()| false),
+        }
+    }
+
     /// Another request (or the reconciler) got there first. Fine if it
     /// reached `goal` (the next step goes on from there), or, for a pay,
     /// went past it with the charge made; otherwise a 409 saying why: of

@@ -27,22 +27,36 @@ impl OrderLifecycle {
         id: OrderId,
         lease: Option<Lease>,
     ) -> Result<()> {
+        let mut looks = 0;
         let lease = match lease {
             Some(lease) => lease,
-            None => {
-                let claimed = self
+            None => loop {
+                let lease_ms = self.timing.lease_ms();
+                if let Some(lease) = self
                     .repo
-                    .claim(owner, id, OrderStatus::Paid, self.timing.lease_ms())
-                    .await?;
-                match claimed {
-                    Some(lease) => lease,
-                    None => {
-                        return self
-                            .after_lost_claim(owner, id, Action::Pay, Some(OrderStatus::Progress))
-                            .await;
-                    }
+                    .claim(owner, id, OrderStatus::Paid, lease_ms)
+                    .await?
+                {
+                    break lease;
                 }
-            }
+                // Still `paid` and not held: the schedule is this pay's to send.
+                let freed = |err: &LifecycleError| {
+                    matches!(
+                        err,
+                        LifecycleError::Refused {
+                            status: OrderStatus::Paid,
+                            ..
+                        }
+                    )
+                };
+                let goal = (Action::Pay, Some(OrderStatus::Progress));
+                if !self
+                    .claim_again((owner, id), goal, &mut looks, freed)
+                    .await?
+                {
+                    return Ok(());
+                }
+            },
         };
         if self
             .send_schedule(kitchen, owner, lease, None, 0)

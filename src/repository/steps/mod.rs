@@ -41,7 +41,9 @@ pub struct Lease {
 pub struct LifecycleState {
     pub status: OrderStatus,
     /// A request (or the reconciler) holds a live lease on the order, for
-    /// this much longer (database time).
+    /// this much longer (database time). A lease ending this very instant
+    /// is still held, as the claims see it (they take only leases already
+    /// past), so that a refused claim and this never disagree.
     pub busy_for: Option<std::time::Duration>,
     /// The kitchen's schedule, once the order is `progress`.
     pub schedule_id: Option<Uuid>,
@@ -133,8 +135,7 @@ impl super::OrdersRepository {
             status: rows::status(&row.status)?,
             busy_for: row
                 .claimed_until
-                .and_then(|Time(until)| std::time::Duration::try_from(until - row.now.0).ok())
-                .filter(|left| !left.is_zero()),
+                .and_then(|Time(until)| std::time::Duration::try_from(until - row.now.0).ok()),
             schedule_id: row.schedule_id.map(|Id(id)| id),
             schedule_sent: row.schedule_sent,
             charged: row.charged,
