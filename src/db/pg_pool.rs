@@ -169,6 +169,11 @@ impl PgPool {
         })
     }
 
+    /// The most connections the pool opens.
+    pub fn max_size(&self) -> usize {
+        self.inner.status().max_size
+    }
+
     /// Connections open, and of those idle.
     pub fn usage(&self) -> (u32, u32) {
         let status = self.inner.status();

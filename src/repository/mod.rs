@@ -5,11 +5,14 @@
 
 pub mod codec;
 mod postgres;
+mod reads;
 mod rows;
 /// Public so that tests and tools can `EXPLAIN` the very statements the
 /// service runs.
 pub mod sql;
 mod sqlite;
+
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -81,6 +84,26 @@ pub enum RepositoryError {
     /// A stored value the domain types refuse: a bug or a manual edit.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+}
+
+impl RepositoryError {
+    /// The same error for each of the reads that shared one statement.
+    /// sqlx's errors cannot be cloned, so the database's travel as their
+    /// message, under the same variant: the answer (503 or 500) is the same.
+    fn again(&self) -> Self {
+        match self {
+            Self::NotFound => Self::NotFound,
+            Self::Conflict { current } => Self::Conflict { current: *current },
+            Self::Busy => Self::Busy,
+            Self::PaymentUnsettled => Self::PaymentUnsettled,
+            Self::LeaseLost => Self::LeaseLost,
+            Self::Unavailable(err) => {
+                Self::Unavailable(sqlx::Error::Io(std::io::Error::other(err.to_string())))
+            }
+            Self::Database(err) => Self::Database(sqlx::Error::Protocol(err.to_string())),
+            Self::Corrupt(why) => Self::Corrupt(why.clone()),
+        }
+    }
 }
 
 impl WorkError for RepositoryError {
@@ -248,16 +271,35 @@ pub struct OrdersRepository {
     db: Database,
     /// Every change writes its event to the outbox (`EVENTS_URL` is set).
     events: bool,
+    /// PostgreSQL's reads of one order, coalesced under load (SQLite reads
+    /// in-process: a statement costs no round trip there).
+    reads: Option<Arc<reads::Reads>>,
 }
 
 impl OrdersRepository {
     pub fn new(db: Database) -> Self {
-        Self { db, events: false }
+        let reads = match &db {
+            Database::Postgres(pool) => Some(reads::Reads::new(pool.clone(), pool.max_size())),
+            Database::Sqlite(_) => None,
+        };
+        Self {
+            db,
+            events: false,
+            reads,
+        }
     }
 
     /// A repository whose every change of an order writes its event.
     pub fn with_events(db: Database) -> Self {
-        Self { db, events: true }
+        Self {
+            events: true,
+            ..Self::new(db)
+        }
+    }
+
+    /// Reads of one order so far that shared a statement with others.
+    pub fn coalesced_reads(&self) -> u64 {
+        self.reads.as_ref().map_or(0, |reads| reads.coalesced())
     }
 
     pub fn database(&self) -> &Database {
@@ -282,8 +324,11 @@ impl OrdersRepository {
         }
     }
 
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "get", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "get", order.id = %id))]
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "get", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "get", order.id = %id, db.operation.batch.size = tracing::field::Empty))]
     pub async fn get(&self, owner: &str, id: OrderId) -> Result<Order> {
+        if let Some(reads) = &self.reads {
+            return reads.get(owner, id).await;
+        }
         let get = sql::get(self.db.is_postgres());
         let rows: Vec<ItemRow> = fetch!(&self.db, fetch_all, get; Id(id), owner)?;
         rows::assemble(rows)?.pop().ok_or(RepositoryError::NotFound)

@@ -468,17 +468,8 @@ both_backends!(
 async fn a_charge_whose_record_fails_is_not_answered_unchanged() {
     let db = crate::helpers::TestDatabase::create(Backend::Postgres).await;
     db.migrate().await;
-    let server = db
-        .url
-        .split('/')
-        .nth(2)
-        .unwrap()
-        .rsplit('@')
-        .next()
-        .unwrap();
-    let proxy = crate::proxy::Proxy::start(server).await;
-    let through =
-        crate::helpers::TestDatabase::unmanaged(db.url.replacen(server, &proxy.address, 1));
+    let (proxy, through) = crate::proxy::Proxy::before_database(&db.url).await;
+    let through = crate::helpers::TestDatabase::unmanaged(through);
     let fake = crate::fakes::Fake::start().await;
     let app = spawn_on(through, &wired(&fake, None)).await;
     let id = app.create_latte().await;

@@ -1,9 +1,17 @@
-use orders_service::config::DatabaseUrl;
+use std::time::Duration;
+
+use orders_service::config::{DatabaseSettings, DatabaseUrl};
+use orders_service::db::Database;
+use orders_service::domain::Order;
+use orders_service::http::validation::new_order;
 use orders_service::repository::codec::Id;
+use orders_service::repository::{OrdersRepository, RepositoryError};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
+use tokio::task::JoinSet;
+use uuid::Uuid;
 
-use crate::helpers::{Backend, assert_detail, spawn_app};
+use crate::helpers::{Backend, TestDatabase, assert_detail, spawn_app};
 
 async fn get_returns_404_for_an_unknown_order(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -51,6 +59,116 @@ async fn a_stored_value_the_domain_refuses_is_a_500_not_an_answer() {
     assert_detail(app.get("/orders").await, 500).await;
     let intact = app.get(&format!("/orders/{intact}")).await;
     assert_eq!(intact.status(), 200);
+}
+
+/// A repository on `url` with a pool of eight connections.
+fn repository(url: &str) -> OrdersRepository {
+    OrdersRepository::new(Database::connect_lazy(&DatabaseSettings {
+        url: DatabaseUrl::parse(url).unwrap(),
+        pool_max: 8,
+        acquire_timeout: Duration::from_secs(5),
+    }))
+}
+
+/// Many concurrent reads of one order: `(owner, id)` each, answered in the
+/// same order.
+async fn read_at_once(
+    repo: &OrdersRepository,
+    reads: Vec<(&'static str, Uuid)>,
+) -> Vec<Result<Order, RepositoryError>> {
+    let mut running = JoinSet::new();
+    for (n, (owner, id)) in reads.into_iter().enumerate() {
+        let repo = repo.clone();
+        running.spawn(async move { (n, repo.get(owner, id).await) });
+    }
+    let mut answers: Vec<_> = running.join_all().await;
+    answers.sort_by_key(|(n, _)| *n);
+    answers.into_iter().map(|(_, answer)| answer).collect()
+}
+
+/// Under load PostgreSQL's reads of one order go out several to a
+/// statement. Each reader still gets its own answer: its order; not found
+/// for another owner's order or one that does not exist, also when the
+/// same order is asked for by its owner and by another in one statement;
+/// the same order twice when two ask for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_share_a_statement_each_get_their_own_answer() {
+    let db = TestDatabase::create(Backend::Postgres).await;
+    db.migrate().await;
+    let repo = repository(&db.url);
+    let one = new_order(&json!({"order": [
+        {"product": "latte", "size": "small", "quantity": 1},
+        {"product": "mocha", "size": "big", "quantity": 2},
+    ]}))
+    .unwrap();
+    let other = new_order(&json!({"order": [
+        {"product": "tea", "size": "medium", "quantity": 3},
+    ]}))
+    .unwrap();
+    let alices = repo.create("alice", &one).await.unwrap();
+    let bobs = repo.create("bob", &other).await.unwrap();
+    let missing = Uuid::now_v7();
+    let asked = [
+        ("alice", alices.id, Some(&alices)),
+        ("bob", alices.id, None),
+        ("bob", bobs.id, Some(&bobs)),
+        ("alice", missing, None),
+        ("alice", alices.id, Some(&alices)),
+        ("alice", bobs.id, None),
+    ];
+    let reads = (0..100).flat_map(|_| asked.map(|(owner, id, _)| (owner, id)));
+    let answers = read_at_once(&repo, reads.collect()).await;
+    for (answer, (owner, id, expected)) in answers.iter().zip(asked.iter().cycle()) {
+        match (answer, expected) {
+            (Ok(order), Some(expected)) => assert_eq!(order, *expected, "{owner} {id}"),
+            (Err(RepositoryError::NotFound), None) => {}
+            (answer, expected) => panic!("{owner} {id}: {answer:?}, expected {expected:?}"),
+        }
+    }
+    assert!(
+        repo.coalesced_reads() > 0,
+        "600 concurrent reads never shared a statement"
+    );
+}
+
+/// When the database goes away, reads waiting to go out together are each
+/// told it is unavailable (a 503 to their clients), none is left waiting,
+/// and reads work again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_share_a_failed_statement_are_each_told_unavailable() {
+    let db = TestDatabase::create(Backend::Postgres).await;
+    db.migrate().await;
+    let (proxy, through) = crate::proxy::Proxy::before_database(&db.url).await;
+    let repo = repository(&through);
+    let order =
+        new_order(&json!({"order": [{"product": "latte", "size": "small", "quantity": 1}]}))
+            .unwrap();
+    let created = repo.create("alice", &order).await.unwrap();
+    proxy.cut();
+    let answers = tokio::time::timeout(
+        Duration::from_secs(30),
+        read_at_once(&repo, vec![("alice", created.id); 200]),
+    )
+    .await
+    .expect("every read is answered");
+    for answer in &answers {
+        assert!(
+            matches!(answer, Err(RepositoryError::Unavailable(_))),
+            "{answer:?}"
+        );
+    }
+    assert!(
+        repo.coalesced_reads() > 0,
+        "no read waited to go out with others"
+    );
+    proxy.restore();
+    let answers = read_at_once(&repo, vec![("alice", created.id); 200]).await;
+    for answer in &answers {
+        assert!(
+            matches!(answer, Ok(order) if *order == created),
+            "{answer:?}"
+        );
+    }
 }
 
 both_backends!(

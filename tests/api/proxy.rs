@@ -57,6 +57,19 @@ impl Proxy {
         }
     }
 
+    /// A proxy in front of the server of database URL `url`
+    /// (`postgres://user@host:port/name`), and the same URL through it.
+    pub async fn before_database(url: &str) -> (Self, String) {
+        let server = url
+            .split('/')
+            .nth(2)
+            .and_then(|authority| authority.rsplit('@').next())
+            .expect("a URL with a host");
+        let proxy = Self::start(server).await;
+        let through = url.replacen(server, &proxy.address, 1);
+        (proxy, through)
+    }
+
     /// Every connection through the proxy is dropped; new ones are refused.
     pub fn cut(&self) {
         self.down.store(true, Ordering::SeqCst);

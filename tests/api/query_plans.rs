@@ -62,6 +62,17 @@ async fn pg_plan(conn: &mut PgConnection, statement: &str, args: &str, mode: &st
     } else {
         "uuid, text".to_owned()
     };
+    pg_plan_typed(conn, statement, &types, args, mode).await
+}
+
+/// [`pg_plan`] of a statement whose parameters have these `types`.
+async fn pg_plan_typed(
+    conn: &mut PgConnection,
+    statement: &str,
+    types: &str,
+    args: &str,
+    mode: &str,
+) -> String {
     // One simple-protocol batch: its own statements are the only ones named.
     let rows = sqlx::raw_sql(AssertSqlSafe(format!(
         "SET plan_cache_mode = {mode}; PREPARE q({types}) AS {statement}; \
@@ -135,6 +146,48 @@ async fn postgres_reads_walk_the_indexes_on_tables_never_analyzed() {
          ORDER BY p.created DESC, p.id DESC, i.position";
     let plan = pg_plan(&mut conn, plain_join, "'test', 11", "force_custom_plan").await;
     assert!(plan.contains("Seq Scan on order_items"), "{plan}");
+}
+
+/// The reads of several orders at once (the service's gets, coalesced
+/// under load) walk the same indexes, and PostgreSQL keeps a generic plan
+/// for each after its first executions instead of planning every one anew,
+/// which would cost more than the statement saves.
+#[tokio::test]
+async fn postgres_reads_of_several_orders_walk_the_indexes_and_are_planned_once() {
+    let (_db, mut conn) = unanalyzed_postgres().await;
+    for n in [1, 4, 16] {
+        let statement = sql::get_many(n);
+        let types = vec!["uuid, text"; n].join(", ");
+        let args = (0..n)
+            .map(|k| format!("md5('{}')::uuid, 'test'", 5000 + k))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for mode in ["force_custom_plan", "force_generic_plan"] {
+            let plan = pg_plan_typed(&mut conn, &statement, &types, &args, mode).await;
+            assert_index_walk(&plan, &format!("get of {n} ({mode})"));
+        }
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "SET plan_cache_mode = auto; PREPARE m({types}) AS {statement}; {}",
+            format!("EXECUTE m({args}); ").repeat(10)
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let (generic, custom): (i64, i64) = sqlx::query_as(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'm'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        sqlx::raw_sql("DEALLOCATE m")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            generic >= 5,
+            "get of {n}: {custom} custom plans and only {generic} generic in 10 executions"
+        );
+    }
 }
 
 #[tokio::test]
