@@ -174,6 +174,11 @@ impl PgPool {
         self.inner.status().max_size
     }
 
+    /// The longest a unit of work waits for a connection.
+    pub fn acquire_timeout(&self) -> Duration {
+        self.acquire_timeout
+    }
+
     /// Connections open, and of those idle.
     pub fn usage(&self) -> (u32, u32) {
         let status = self.inner.status();

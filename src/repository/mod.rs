@@ -279,7 +279,7 @@ pub struct OrdersRepository {
 impl OrdersRepository {
     pub fn new(db: Database) -> Self {
         let reads = match &db {
-            Database::Postgres(pool) => Some(reads::Reads::new(pool.clone(), pool.max_size())),
+            Database::Postgres(pool) => Some(reads::Reads::new(pool.clone())),
             Database::Sqlite(_) => None,
         };
         Self {

@@ -6,10 +6,12 @@
 //! than one that finds one (pgbench, eight orders a statement: a third of
 //! the time per order). So a few statements of one order each may run at
 //! once ([`SLOTS`]); a read that finds them all taken waits, and when one
-//! ends, every read waiting by then goes out in one statement (up to
-//! [`MOST`]). A lone read never waits and runs the plain statement, so
-//! coalescing costs a request nothing when the service is quiet, and under
-//! load a request waits at most for one statement to end.
+//! ends, the reads waiting by then go out in one statement (up to
+//! [`MOST`]; more wait for the next slot to end). A lone read never waits
+//! and runs the plain statement, so coalescing costs a request nothing
+//! when the service is quiet. A waiting read is answered within the
+//! pool's acquire timeout, as a read waiting for a connection would be:
+//! with its order, or "unavailable".
 //!
 //! Each number of orders has its statement (`sql::get_many`), with the ids
 //! and owners as parameters of a `VALUES` list: its generic plan knows how
@@ -17,12 +19,14 @@
 //! array parameter (`unnest($1::uuid[])`) would be planned again at every
 //! execution, as the generic plan guesses a hundred elements.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::codec::Id;
 use super::rows::{self, ItemRow};
@@ -43,6 +47,8 @@ static STATEMENTS: LazyLock<Vec<String>> =
 
 /// A read waiting for a statement, and where its answer goes.
 struct Waiter {
+    /// Past this the read has been told "unavailable" and no longer listens.
+    deadline: Instant,
     owner: String,
     id: OrderId,
     answer: oneshot::Sender<Result<Order>>,
@@ -54,13 +60,16 @@ struct State {
     /// Slots not running a statement.
     free: usize,
     /// Reads that found no free slot, oldest first.
-    waiting: Vec<Waiter>,
+    waiting: VecDeque<Waiter>,
 }
 
 /// The coalescing reads of one pool.
 #[derive(Debug)]
 pub struct Reads {
     pool: PgPool,
+    /// The longest a waiting read waits for its answer, and a shared
+    /// statement may take: the pool's acquire timeout.
+    patience: std::time::Duration,
     state: Mutex<State>,
     /// Reads answered by a statement shared with others.
     coalesced: AtomicU64,
@@ -76,14 +85,15 @@ impl std::fmt::Debug for State {
 }
 
 impl Reads {
-    pub fn new(pool: PgPool, pool_max: usize) -> Arc<Self> {
+    pub fn new(pool: PgPool) -> Arc<Self> {
         Arc::new(Self {
-            pool,
+            patience: pool.acquire_timeout(),
             state: Mutex::new(State {
-                free: SLOTS.min(pool_max.max(1)),
-                waiting: Vec::new(),
+                free: SLOTS.min(pool.max_size().max(1)),
+                waiting: VecDeque::new(),
             }),
             coalesced: AtomicU64::new(0),
+            pool,
         })
     }
 
@@ -102,7 +112,8 @@ impl Reads {
                 None
             } else {
                 let (answer, waiting) = oneshot::channel();
-                state.waiting.push(Waiter {
+                state.waiting.push_back(Waiter {
+                    deadline: Instant::now() + self.patience,
                     owner: owner.to_owned(),
                     id,
                     answer,
@@ -130,11 +141,13 @@ impl Reads {
                     .pop()
                     .ok_or(RepositoryError::NotFound)
             }
-            // The statement's task only drops a waiter unanswered when the
-            // runtime shuts down.
-            Some(answer) => answer
-                .await
-                .unwrap_or(Err(RepositoryError::Unavailable(sqlx::Error::PoolClosed))),
+            // A waiter is dropped unanswered only when the runtime shuts
+            // down or the statement's task panics.
+            Some(answer) => match tokio::time::timeout(self.patience, answer).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => Err(RepositoryError::Unavailable(sqlx::Error::PoolClosed)),
+                Err(_) => Err(RepositoryError::Unavailable(sqlx::Error::PoolTimedOut)),
+            },
         }
     }
 
@@ -146,27 +159,36 @@ impl Reads {
     }
 
     /// A slot's statement ended: the reads waiting by now go out together
-    /// on it, or it is free again.
+    /// on it, or it is free again. Reads whose requests were dropped, or
+    /// that were told "unavailable" meanwhile, are left out.
     fn hand_on(self: &Arc<Self>) {
-        let batch = {
+        let runtime = tokio::runtime::Handle::try_current();
+        let now = Instant::now();
+        let (batch, gone) = {
             let mut state = self.lock();
-            if state.waiting.is_empty() {
+            let mut gone = Vec::new();
+            let mut batch = Vec::new();
+            while batch.len() < MOST
+                && let Some(waiter) = state.waiting.pop_front()
+            {
+                if waiter.answer.is_closed() || waiter.deadline <= now || runtime.is_err() {
+                    gone.push(waiter);
+                } else {
+                    batch.push(waiter);
+                }
+            }
+            if batch.is_empty() {
                 state.free += 1;
-                return;
             }
-            let take = state.waiting.len().min(MOST);
-            state.waiting.drain(..take).collect::<Vec<_>>()
+            (batch, gone)
         };
-        // Its own task, so that the requests waiting on it, any of which
-        // may be dropped, cannot cut it off; it holds the slot.
-        let slot = Slot(Arc::clone(self));
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(read_together(slot, batch));
-            }
-            // No runtime left to run it on: the waiters are answered
-            // "unavailable" as their answers drop.
-            Err(_) => drop(batch),
+        // Outside the lock: their answers drop, telling any still listening
+        // "unavailable" (only when no runtime is left to read on).
+        drop(gone);
+        if let (Ok(runtime), false) = (runtime, batch.is_empty()) {
+            // Its own task, so that the requests waiting on it, any of which
+            // may be dropped, cannot cut it off; it holds the slot.
+            runtime.spawn(read_together(Slot(Arc::clone(self)), batch));
         }
     }
 }
@@ -177,22 +199,6 @@ struct Slot(Arc<Reads>);
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.hand_on();
-    }
-}
-
-/// A row of `sql::get_many`: an order's row, and which of the statement's
-/// orders it is.
-struct ManyRow {
-    row: ItemRow,
-    n: i32,
-}
-
-impl FromRow<'_, PgRow> for ManyRow {
-    fn from_row(row: &PgRow) -> std::result::Result<Self, sqlx::Error> {
-        Ok(Self {
-            row: ItemRow::from_row(row)?,
-            n: row.try_get_unchecked(sql::GET_MANY_INDEX)?,
-        })
     }
 }
 
@@ -207,37 +213,60 @@ async fn read_together(slot: Slot, batch: Vec<Waiter>) {
         }
     }
     let statement: &'static str = &STATEMENTS[batch.len() - 1];
-    let outcome: Result<Vec<ManyRow>> = slot
-        .0
-        .pool
-        .run(async |conn| {
-            let mut query = sqlx::query_as(statement);
+    // Bounded, as no request's timeout reaches this task: past the
+    // patience no waiter listens, and the slot must not stay taken by a
+    // connection that stopped answering (it is closed as the work drops).
+    let outcome: Result<Vec<PgRow>> = tokio::time::timeout(
+        slot.0.patience,
+        slot.0.pool.run(async |conn| {
+            let mut query = sqlx::query(statement);
             for waiter in &batch {
                 query = query.bind(Id(waiter.id)).bind(waiter.owner.as_str());
             }
             Ok(query.fetch_all(conn).await?)
-        })
-        .await;
+        }),
+    )
+    .await
+    .unwrap_or(Err(RepositoryError::Unavailable(sqlx::Error::PoolTimedOut)));
     // The next reads need not wait for these answers to be sorted out.
     drop(slot);
     let rows = match outcome {
         Ok(rows) => rows,
         Err(err) => {
-            for waiter in batch {
+            let mut waiters = batch.into_iter();
+            let first = waiters.next();
+            for waiter in waiters {
                 let _ = waiter.answer.send(Err(err.again()));
+            }
+            // The first keeps the database's own error, for its log line.
+            if let Some(first) = first {
+                let _ = first.answer.send(Err(err));
             }
             return;
         }
     };
-    // Rows come sorted by order, then item.
-    let mut found: Vec<Vec<ItemRow>> = batch.iter().map(|_| Vec::new()).collect();
-    for ManyRow { row, n } in rows {
-        if let Some(order) = usize::try_from(n).ok().and_then(|n| found.get_mut(n)) {
-            order.push(row);
+    // Rows come sorted by order, then item. A row that does not decode
+    // fails its own reader's answer only.
+    let mut found: Vec<Result<Vec<ItemRow>>> = batch.iter().map(|_| Ok(Vec::new())).collect();
+    for row in &rows {
+        let n: std::result::Result<i32, _> = row.try_get_unchecked(sql::GET_MANY_INDEX);
+        let Some(order) = n
+            .ok()
+            .and_then(|n| usize::try_from(n).ok())
+            .and_then(|n| found.get_mut(n))
+        else {
+            continue;
+        };
+        if let Ok(items) = order {
+            match ItemRow::from_row(row) {
+                Ok(row) => items.push(row),
+                Err(err) => *order = Err(err.into()),
+            }
         }
     }
     for (waiter, rows) in batch.into_iter().zip(found) {
-        let order = rows::assemble(rows)
+        let order = rows
+            .and_then(rows::assemble)
             .and_then(|mut orders| orders.pop().ok_or(RepositoryError::NotFound));
         // A waiter whose request was dropped no longer listens.
         let _ = waiter.answer.send(order);

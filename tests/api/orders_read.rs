@@ -125,9 +125,11 @@ async fn reads_that_share_a_statement_each_get_their_own_answer() {
             (answer, expected) => panic!("{owner} {id}: {answer:?}, expected {expected:?}"),
         }
     }
+    // Here nearly all of them do (596 of 600 on a 2-core machine).
+    let coalesced = repo.coalesced_reads();
     assert!(
-        repo.coalesced_reads() > 0,
-        "600 concurrent reads never shared a statement"
+        coalesced >= 100,
+        "only {coalesced} of 600 concurrent reads shared a statement"
     );
 }
 
@@ -162,7 +164,79 @@ async fn reads_that_share_a_failed_statement_are_each_told_unavailable() {
         "no read waited to go out with others"
     );
     proxy.restore();
-    let answers = read_at_once(&repo, vec![("alice", created.id); 200]).await;
+    let answers = tokio::time::timeout(
+        Duration::from_secs(30),
+        read_at_once(&repo, vec![("alice", created.id); 200]),
+    )
+    .await
+    .expect("every read is answered");
+    for answer in &answers {
+        assert!(
+            matches!(answer, Ok(order) if *order == created),
+            "{answer:?}"
+        );
+    }
+}
+
+/// A stored value the domain refuses fails the read of its own order only,
+/// also when that order shares a statement with others. PostgreSQL's
+/// checks keep such values out, so the test drops one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_value_in_a_shared_statement_fails_its_own_read_only() {
+    let db = TestDatabase::create(Backend::Postgres).await;
+    db.migrate().await;
+    let repo = repository(&db.url);
+    let order =
+        new_order(&json!({"order": [{"product": "latte", "size": "small", "quantity": 1}]}))
+            .unwrap();
+    let intact = repo.create("alice", &order).await.unwrap();
+    let broken = repo.create("alice", &order).await.unwrap();
+    on_test_db!(&db.url, "ALTER TABLE order_items DROP CONSTRAINT order_items_size_check";);
+    on_test_db!(&db.url, "UPDATE order_items SET size = 'huge' WHERE order_id = $1"; Id(broken.id));
+    let reads = (0..300).map(|n| ("alice", if n % 2 == 0 { intact.id } else { broken.id }));
+    let answers = read_at_once(&repo, reads.collect()).await;
+    for (n, answer) in answers.iter().enumerate() {
+        if n % 2 == 0 {
+            assert!(
+                matches!(answer, Ok(order) if *order == intact),
+                "{answer:?}"
+            );
+        } else {
+            assert!(
+                matches!(answer, Err(RepositoryError::Corrupt(_))),
+                "{answer:?}"
+            );
+        }
+    }
+    assert!(repo.coalesced_reads() > 0, "no read shared a statement");
+}
+
+/// Reads dropped half-way, whether running their statement or waiting to
+/// share one, give their place back: the reads after them are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_dropped_half_way_leave_room_for_the_next() {
+    let db = TestDatabase::create(Backend::Postgres).await;
+    db.migrate().await;
+    let repo = repository(&db.url);
+    let order =
+        new_order(&json!({"order": [{"product": "latte", "size": "small", "quantity": 1}]}))
+            .unwrap();
+    let created = repo.create("alice", &order).await.unwrap();
+    for _ in 0..5 {
+        let mut dropped = JoinSet::new();
+        for _ in 0..100 {
+            let repo = repo.clone();
+            dropped.spawn(async move { repo.get("alice", created.id).await });
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        dropped.shutdown().await;
+    }
+    let answers = tokio::time::timeout(
+        Duration::from_secs(30),
+        read_at_once(&repo, vec![("alice", created.id); 100]),
+    )
+    .await
+    .expect("every read is answered");
     for answer in &answers {
         assert!(
             matches!(answer, Ok(order) if *order == created),
