@@ -86,6 +86,23 @@ async fn read_at_once(
     answers.into_iter().map(|(_, answer)| answer).collect()
 }
 
+/// [`read_at_once`], every read answered within 30 s.
+async fn read_in_time(
+    repo: &OrdersRepository,
+    reads: Vec<(&'static str, Uuid)>,
+) -> Vec<Result<Order, RepositoryError>> {
+    tokio::time::timeout(Duration::from_secs(30), read_at_once(repo, reads))
+        .await
+        .expect("every read is answered")
+}
+
+/// `n` reads at once of alice's `order` each get it.
+async fn each_reads(repo: &OrdersRepository, order: &Order, n: usize) {
+    for answer in read_in_time(repo, vec![("alice", order.id); n]).await {
+        assert!(matches!(&answer, Ok(read) if read == order), "{answer:?}");
+    }
+}
+
 /// Under load PostgreSQL's reads of one order go out several to a
 /// statement. Each reader still gets its own answer: its order; not found
 /// for another owner's order or one that does not exist, also when the
@@ -147,12 +164,7 @@ async fn reads_that_share_a_failed_statement_are_each_told_unavailable() {
             .unwrap();
     let created = repo.create("alice", &order).await.unwrap();
     proxy.cut();
-    let answers = tokio::time::timeout(
-        Duration::from_secs(30),
-        read_at_once(&repo, vec![("alice", created.id); 200]),
-    )
-    .await
-    .expect("every read is answered");
+    let answers = read_in_time(&repo, vec![("alice", created.id); 200]).await;
     for answer in &answers {
         assert!(
             matches!(answer, Err(RepositoryError::Unavailable(_))),
@@ -164,18 +176,7 @@ async fn reads_that_share_a_failed_statement_are_each_told_unavailable() {
         "no read waited to go out with others"
     );
     proxy.restore();
-    let answers = tokio::time::timeout(
-        Duration::from_secs(30),
-        read_at_once(&repo, vec![("alice", created.id); 200]),
-    )
-    .await
-    .expect("every read is answered");
-    for answer in &answers {
-        assert!(
-            matches!(answer, Ok(order) if *order == created),
-            "{answer:?}"
-        );
-    }
+    each_reads(&repo, &created, 200).await;
 }
 
 /// A stored value the domain refuses fails the read of its own order only,
@@ -231,18 +232,7 @@ async fn reads_dropped_half_way_leave_room_for_the_next() {
         tokio::time::sleep(Duration::from_millis(2)).await;
         dropped.shutdown().await;
     }
-    let answers = tokio::time::timeout(
-        Duration::from_secs(30),
-        read_at_once(&repo, vec![("alice", created.id); 100]),
-    )
-    .await
-    .expect("every read is answered");
-    for answer in &answers {
-        assert!(
-            matches!(answer, Ok(order) if *order == created),
-            "{answer:?}"
-        );
-    }
+    each_reads(&repo, &created, 100).await;
 }
 
 both_backends!(
