@@ -9,9 +9,10 @@
 //! ends, the reads waiting by then go out in one statement (up to
 //! [`MOST`]; more wait for the next slot to end). A lone read never waits
 //! and runs the plain statement, so coalescing costs a request nothing
-//! when the service is quiet. A waiting read is answered within the
-//! pool's acquire timeout, as a read waiting for a connection would be:
-//! with its order, or "unavailable".
+//! when the service is quiet. A waiting read gets its answer (its order,
+//! not found, or the statement's error) within the pool's acquire timeout,
+//! or is told "unavailable", as a read waiting that long for a connection
+//! would be.
 //!
 //! Each number of orders has its statement (`sql::get_many`), with the ids
 //! and owners as parameters of a `VALUES` list: its generic plan knows how
@@ -47,7 +48,7 @@ static STATEMENTS: LazyLock<Vec<String>> =
 
 /// A read waiting for a statement, and where its answer goes.
 struct Waiter {
-    /// Past this the read has been told "unavailable" and no longer listens.
+    /// When the read stops listening and tells its caller "unavailable".
     deadline: Instant,
     owner: String,
     id: OrderId,
@@ -105,6 +106,7 @@ impl Reads {
     /// Order `id` of `owner`, read by a statement of its own when a slot is
     /// free, else with the reads waiting when the next slot frees.
     pub async fn get(self: &Arc<Self>, owner: &str, id: OrderId) -> Result<Order> {
+        let deadline = Instant::now() + self.patience;
         let waiting = {
             let mut state = self.lock();
             if state.free > 0 {
@@ -113,7 +115,7 @@ impl Reads {
             } else {
                 let (answer, waiting) = oneshot::channel();
                 state.waiting.push_back(Waiter {
-                    deadline: Instant::now() + self.patience,
+                    deadline,
                     owner: owner.to_owned(),
                     id,
                     answer,
@@ -141,9 +143,10 @@ impl Reads {
                     .pop()
                     .ok_or(RepositoryError::NotFound)
             }
-            // A waiter is dropped unanswered only when the runtime shuts
-            // down or the statement's task panics.
-            Some(answer) => match tokio::time::timeout(self.patience, answer).await {
+            // A waiter is dropped unanswered when its time ran out before
+            // a statement took it, when no runtime is left to run one on,
+            // or when the statement's task panics.
+            Some(answer) => match tokio::time::timeout_at(deadline, answer).await {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(_)) => Err(RepositoryError::Unavailable(sqlx::Error::PoolClosed)),
                 Err(_) => Err(RepositoryError::Unavailable(sqlx::Error::PoolTimedOut)),
@@ -183,7 +186,7 @@ impl Reads {
             (batch, gone)
         };
         // Outside the lock: their answers drop, telling any still listening
-        // "unavailable" (only when no runtime is left to read on).
+        // "unavailable".
         drop(gone);
         if let (Ok(runtime), false) = (runtime, batch.is_empty()) {
             // Its own task, so that the requests waiting on it, any of which
@@ -213,11 +216,12 @@ async fn read_together(slot: Slot, batch: Vec<Waiter>) {
         }
     }
     let statement: &'static str = &STATEMENTS[batch.len() - 1];
-    // Bounded, as no request's timeout reaches this task: past the
-    // patience no waiter listens, and the slot must not stay taken by a
+    // Bounded, as no request's timeout reaches this task: past the last
+    // deadline no waiter listens, and the slot must not stay taken by a
     // connection that stopped answering (it is closed as the work drops).
-    let outcome: Result<Vec<PgRow>> = tokio::time::timeout(
-        slot.0.patience,
+    let last = batch.iter().map(|waiter| waiter.deadline).max();
+    let outcome: Result<Vec<PgRow>> = tokio::time::timeout_at(
+        last.unwrap_or_else(Instant::now),
         slot.0.pool.run(async |conn| {
             let mut query = sqlx::query(statement);
             for waiter in &batch {
@@ -255,6 +259,8 @@ async fn read_together(slot: Slot, batch: Vec<Waiter>) {
             .and_then(|n| usize::try_from(n).ok())
             .and_then(|n| found.get_mut(n))
         else {
+            // The place is the statement's own literal, 0 to n - 1.
+            debug_assert!(false, "a row of no order of the statement");
             continue;
         };
         if let Ok(items) = order {
