@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use orders_service::config::{DatabaseSettings, DatabaseUrl};
 use orders_service::db::Database;
-use orders_service::domain::Order;
+use orders_service::domain::{NewOrder, Order};
 use orders_service::http::validation::new_order;
 use orders_service::repository::codec::Id;
 use orders_service::repository::{OrdersRepository, RepositoryError};
@@ -70,6 +70,19 @@ fn repository(url: &str) -> OrdersRepository {
     }))
 }
 
+/// A migrated PostgreSQL database and a repository on it.
+async fn postgres_repository() -> (TestDatabase, OrdersRepository) {
+    let db = TestDatabase::create(Backend::Postgres).await;
+    db.migrate().await;
+    let repo = repository(&db.url);
+    (db, repo)
+}
+
+/// One small latte.
+fn latte() -> NewOrder {
+    new_order(&json!({"order": [{"product": "latte", "size": "small", "quantity": 1}]})).unwrap()
+}
+
 /// Many concurrent reads of one order: `(owner, id)` each, answered in the
 /// same order.
 async fn read_at_once(
@@ -110,9 +123,7 @@ async fn each_reads(repo: &OrdersRepository, order: &Order, n: usize) {
 /// the same order twice when two ask for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_that_share_a_statement_each_get_their_own_answer() {
-    let db = TestDatabase::create(Backend::Postgres).await;
-    db.migrate().await;
-    let repo = repository(&db.url);
+    let (_db, repo) = postgres_repository().await;
     let one = new_order(&json!({"order": [
         {"product": "latte", "size": "small", "quantity": 1},
         {"product": "mocha", "size": "big", "quantity": 2},
@@ -159,10 +170,7 @@ async fn reads_that_share_a_failed_statement_are_each_told_unavailable() {
     db.migrate().await;
     let (proxy, through) = crate::proxy::Proxy::before_database(&db.url).await;
     let repo = repository(&through);
-    let order =
-        new_order(&json!({"order": [{"product": "latte", "size": "small", "quantity": 1}]}))
-            .unwrap();
-    let created = repo.create("alice", &order).await.unwrap();
+    let created = repo.create("alice", &latte()).await.unwrap();
     proxy.cut();
     let answers = read_in_time(&repo, vec![("alice", created.id); 200]).await;
     for answer in &answers {
@@ -184,14 +192,9 @@ async fn reads_that_share_a_failed_statement_are_each_told_unavailable() {
 /// checks keep such values out, so the test drops one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_value_in_a_shared_statement_fails_its_own_read_only() {
-    let db = TestDatabase::create(Backend::Postgres).await;
-    db.migrate().await;
-    let repo = repository(&db.url);
-    let order =
-        new_order(&json!({"order": [{"product": "latte", "size": "small", "quantity": 1}]}))
-            .unwrap();
-    let intact = repo.create("alice", &order).await.unwrap();
-    let broken = repo.create("alice", &order).await.unwrap();
+    let (db, repo) = postgres_repository().await;
+    let intact = repo.create("alice", &latte()).await.unwrap();
+    let broken = repo.create("alice", &latte()).await.unwrap();
     on_test_db!(&db.url, "ALTER TABLE order_items DROP CONSTRAINT order_items_size_check";);
     on_test_db!(&db.url, "UPDATE order_items SET size = 'huge' WHERE order_id = $1"; Id(broken.id));
     let reads = (0..300).map(|n| ("alice", if n % 2 == 0 { intact.id } else { broken.id }));
@@ -216,13 +219,8 @@ async fn a_refused_value_in_a_shared_statement_fails_its_own_read_only() {
 /// share one, give their place back: the reads after them are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_dropped_half_way_leave_room_for_the_next() {
-    let db = TestDatabase::create(Backend::Postgres).await;
-    db.migrate().await;
-    let repo = repository(&db.url);
-    let order =
-        new_order(&json!({"order": [{"product": "latte", "size": "small", "quantity": 1}]}))
-            .unwrap();
-    let created = repo.create("alice", &order).await.unwrap();
+    let (_db, repo) = postgres_repository().await;
+    let created = repo.create("alice", &latte()).await.unwrap();
     for _ in 0..5 {
         let mut dropped = JoinSet::new();
         for _ in 0..100 {
