@@ -110,7 +110,6 @@ impl Reads {
     /// Order `id` of `owner`, read by a statement of its own when a slot is
     /// free, else with the reads waiting when the next slot frees.
     pub async fn get(self: &Arc<Self>, owner: &str, id: OrderId) -> Result<Order> {
-        let deadline = Instant::now() + self.patience;
         let waiting = {
             let mut state = self.lock();
             if state.free > 0 {
@@ -118,6 +117,8 @@ impl Reads {
                 None
             } else {
                 let (answer, waiting) = oneshot::channel();
+                // Only a read that waits reads the clock.
+                let deadline = Instant::now() + self.patience;
                 state.waiting.push_back(Waiter {
                     deadline,
                     owner: owner.to_owned(),
@@ -125,7 +126,7 @@ impl Reads {
                     answer,
                     span: tracing::Span::current(),
                 });
-                Some(waiting)
+                Some((waiting, deadline))
             }
         };
         match waiting {
@@ -150,7 +151,7 @@ impl Reads {
             // A waiter is dropped unanswered when its time ran out before
             // a statement took it, when no runtime is left to run one on,
             // or when the statement's task panics.
-            Some(answer) => match tokio::time::timeout_at(deadline, answer).await {
+            Some((answer, deadline)) => match tokio::time::timeout_at(deadline, answer).await {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(_)) => Err(RepositoryError::Unavailable(sqlx::Error::PoolClosed)),
                 Err(_) => Err(RepositoryError::Unavailable(sqlx::Error::PoolTimedOut)),
